@@ -1,0 +1,119 @@
+"""The study specification: what a user submits (YAML or JSON) to start a study.
+
+Every model forbids unknown keys so that a typo ("max_buget") is an error that
+names the field rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hpo_service.domain.space import SearchSpace
+from hpo_service.domain.states import Direction
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+SchedulerKind = Literal["hyperband", "asha", "random"]
+SamplerKind = Literal["tpe", "random", "qmc", "gp", "cmaes"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Objective(_Strict):
+    metric: str = Field(min_length=1, max_length=128)
+    direction: Direction = Direction.MINIMIZE
+
+
+class SchedulerSpec(_Strict):
+    kind: SchedulerKind = "hyperband"
+    min_budget: float = Field(default=1.0, gt=0)
+    max_budget: float = Field(default=81.0, gt=0)
+    eta: int = Field(default=3, ge=2, le=16)
+    # Hyperband: how many times to sweep all brackets (limits may end it earlier).
+    iterations: int = Field(default=1, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _check_budgets(self) -> "SchedulerSpec":
+        if not (math.isfinite(self.min_budget) and math.isfinite(self.max_budget)):
+            raise ValueError("min_budget and max_budget must be finite")
+        if self.min_budget > self.max_budget:
+            raise ValueError(
+                f"min_budget ({self.min_budget}) must be <= max_budget ({self.max_budget})"
+            )
+        return self
+
+
+class SamplerSpec(_Strict):
+    kind: SamplerKind = "tpe"
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    # Random proposals before a model-based sampler takes over on a rung.
+    n_startup_trials: int = Field(default=10, ge=1, le=10_000)
+
+
+class TrainerSpec(_Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Limits(_Strict):
+    max_trials: int | None = Field(default=None, ge=1, le=10_000_000)
+    max_concurrent: int | None = Field(default=None, ge=1, le=100_000)
+    total_budget: float | None = Field(default=None, gt=0)
+
+
+class RetryPolicy(_Strict):
+    lease_seconds: float = Field(default=60.0, ge=1.0, le=86_400.0)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+
+
+class StudySpec(_Strict):
+    name: str
+    objective: Objective
+    search_space: SearchSpace | str = Field(
+        description="Inline distributions, or the name of a file in search_spaces/ (e.g. 'lora')."
+    )
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    trainer: TrainerSpec
+    limits: Limits = Field(default_factory=Limits)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if not NAME_PATTERN.match(name):
+            raise ValueError(
+                "use 1-128 characters: letters, digits, '_', '.', '-', starting with a letter or digit"
+            )
+        return name
+
+    @field_validator("search_space")
+    @classmethod
+    def _check_space(cls, space: SearchSpace | str) -> SearchSpace | str:
+        if isinstance(space, str):
+            if not re.match(r"^[A-Za-z0-9_\-]{1,64}$", space):
+                raise ValueError(
+                    "a named search space is a file name in search_spaces/ without '.yaml' "
+                    "(letters, digits, '_', '-')"
+                )
+            return space
+        if not space:
+            raise ValueError("the search space is empty; give at least one parameter")
+        if len(space) > 256:
+            raise ValueError(f"{len(space)} parameters is more than the limit of 256")
+        for key in space:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$", key):
+                raise ValueError(f"parameter name {key!r} must be an identifier of at most 64 characters")
+        return space
+
+    @property
+    def space(self) -> SearchSpace:
+        """The resolved search space; only valid after named spaces were resolved."""
+        if isinstance(self.search_space, str):
+            raise ValueError(f"search space {self.search_space!r} was not resolved")
+        return self.search_space
