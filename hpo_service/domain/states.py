@@ -38,5 +38,5 @@ class Direction(StrEnum):
         """Map an objective value to a score where lower is always better."""
         return value if self is Direction.MINIMIZE else -value
 
-    def value(self, score: float) -> float:
+    def value_of(self, score: float) -> float:
         return score if self is Direction.MINIMIZE else -score

@@ -1,0 +1,34 @@
+# hpo-service image: the `hpo` command with the server extra (API, migrations, worker loop).
+# Used by docker-compose.yml for both the api and the worker service.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Extras to install; e.g. --build-arg EXTRAS=server,worker once the worker extra has content.
+ARG EXTRAS=server
+
+# Build from a scratch copy of the sources (only what the package needs; README is optional).
+WORKDIR /src
+COPY pyproject.toml README.m[d] ./
+COPY hpo_service ./hpo_service
+COPY trainers ./trainers
+COPY migrations ./migrations
+RUN pip install "/src[${EXTRAS}]" && rm -rf /src
+
+# Search spaces are data next to the package in the repository, not part of the wheel.
+COPY search_spaces /app/search_spaces
+ENV HPO_SEARCH_SPACE_DIR=/app/search_spaces
+
+# Non-root user. /checkpoints exists (owned by it) so a named volume mounted there starts
+# writable; /app is the working directory for anything relative (e.g. the default .hpo/).
+RUN useradd --create-home --uid 10001 --user-group hpo \
+    && mkdir -p /checkpoints \
+    && chown -R hpo:hpo /checkpoints /app
+WORKDIR /app
+USER hpo
+
+EXPOSE 8000
+CMD ["hpo", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,72 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from hpo_service.api import schemas
+from hpo_service.api.errors import install_error_handlers
+from hpo_service.api.routes_studies import router as studies_router
+from hpo_service.api.routes_workers import router as workers_router
+from hpo_service.api.services import Services, build_services
+from hpo_service.db.migrate import check_schema
+from hpo_service.settings import Settings, get_settings
+
+log = logging.getLogger("hpo_service.api")
+
+
+def package_version() -> str:
+    try:
+        return version("hpo-service")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+async def _sweep_expired_leases(services: Services) -> None:
+    """Requeue expired leases even when no worker is asking for work."""
+    while True:
+        await asyncio.sleep(services.context.settings.expiry_sweep_seconds)
+        try:
+            await run_in_threadpool(services.expire_leases_throttled)
+        except Exception:  # the sweep must outlive a database restart
+            log.exception("lease expiry sweep failed; retrying")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings)
+        check_schema(services.context.engine)
+        services.signal.bind(asyncio.get_running_loop())
+        app.state.services = services
+        sweeper = asyncio.create_task(_sweep_expired_leases(services))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            services.close()
+
+    app = FastAPI(
+        title="hpo-service", version=package_version(), lifespan=lifespan,
+        description="Hyperparameter optimisation for adapter fine-tunes: studies, trials and the worker protocol.",
+    )
+    install_error_handlers(app)
+    app.include_router(studies_router)
+    app.include_router(workers_router)
+
+    @app.get("/api/v1/health", response_model=schemas.HealthOut, tags=["health"])
+    def health() -> schemas.HealthOut:
+        return schemas.HealthOut(status="ok", version=package_version())
+
+    return app

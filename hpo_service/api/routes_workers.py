@@ -1,0 +1,58 @@
+"""The worker protocol: lease (long poll), heartbeat, reports, complete, fail."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Response
+from fastapi.concurrency import run_in_threadpool
+
+from hpo_service.api import schemas
+from hpo_service.api.convert import lease_out
+from hpo_service.api.deps import ServicesDep
+
+router = APIRouter(prefix="/api/v1", tags=["worker protocol"])
+ERRORS = {code: {"model": schemas.ErrorOut} for code in (404, 409, 422)}
+
+
+@router.post(
+    "/leases", response_model=schemas.LeaseOut,
+    responses={204: {"description": "no work within wait_s"}, **ERRORS},
+)
+async def lease(body: schemas.LeaseIn, services: ServicesDep) -> schemas.LeaseOut | Response:
+    settings = services.context.settings
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(body.wait_s, settings.max_lease_wait_seconds)
+    while True:
+        await run_in_threadpool(services.expire_leases_throttled)
+        grant = await run_in_threadpool(services.protocol.lease, body.worker_id, body.studies)
+        if grant is not None:
+            return lease_out(grant)
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return Response(status_code=204)
+        await services.signal.wait(min(settings.lease_poll_seconds, remaining))
+
+
+@router.post("/trials/{trial_id}/heartbeat", response_model=schemas.AckOut, responses=ERRORS)
+def heartbeat(trial_id: int, body: schemas.TokenIn, services: ServicesDep) -> schemas.AckOut:
+    ack = services.protocol.heartbeat(trial_id, body.lease_token)
+    return schemas.AckOut(directive=ack.directive, expires_at=ack.expires_at)
+
+
+@router.post("/trials/{trial_id}/reports", response_model=schemas.AckOut, responses=ERRORS)
+def reports(trial_id: int, body: schemas.ReportsIn, services: ServicesDep) -> schemas.AckOut:
+    ack = services.protocol.report(trial_id, body.lease_token, [(r.step, r.metrics) for r in body.reports])
+    return schemas.AckOut(directive=ack.directive)
+
+
+@router.post("/trials/{trial_id}/complete", response_model=schemas.TrialStateOut, responses=ERRORS)
+def complete(trial_id: int, body: schemas.CompleteIn, services: ServicesDep) -> schemas.TrialStateOut:
+    trial = services.protocol.complete(trial_id, body.lease_token, body.metrics, body.checkpoint_out)
+    return schemas.TrialStateOut(trial_id=trial.id, state=trial.state, attempt=trial.attempt)
+
+
+@router.post("/trials/{trial_id}/fail", response_model=schemas.TrialStateOut, responses=ERRORS)
+def fail(trial_id: int, body: schemas.FailIn, services: ServicesDep) -> schemas.TrialStateOut:
+    trial = services.protocol.fail(trial_id, body.lease_token, body.error, body.retryable, body.checkpoint_invalid)
+    return schemas.TrialStateOut(trial_id=trial.id, state=trial.state, attempt=trial.attempt)

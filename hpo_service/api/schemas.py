@@ -1,0 +1,200 @@
+"""Request and response schemas of the REST API, separate from the table models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hpo_service.domain.spec import StudySpec
+
+MetricValue = float | int | None
+Metrics = dict[str, MetricValue]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="machine-readable code, e.g. invalid_input, stale_lease")
+    message: str
+
+
+class BestOut(_Out):
+    trial_id: int
+    value: float
+    budget: float
+    rung: int
+
+
+class StudyOut(_Out):
+    id: int
+    name: str
+    status: str
+    spec: StudySpec
+    trials_created: int
+    budget_spent: float
+    trial_counts: dict[str, int]
+    best: BestOut | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class StudyPage(BaseModel):
+    items: list[StudyOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class TrialOut(_Out):
+    id: int
+    study_id: int
+    number: int
+    params: dict[str, Any]
+    state: str
+    bracket: int
+    rung: int
+    budget_done: float
+    budget_target: float
+    attempt: int
+    value: float | None
+    checkpoint_uri: str | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TrialPage(BaseModel):
+    items: list[TrialOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ReportOut(_Out):
+    step: float
+    attempt: int
+    metrics: Metrics
+
+
+class RungResultOut(_Out):
+    rung: int
+    budget: float
+    value: float
+    promoted: bool
+    checkpoint_uri: str | None
+
+
+class DecisionOut(_Out):
+    id: int
+    trial_id: int | None
+    kind: str
+    reason: str
+    attempt: int | None
+    created_at: datetime
+
+
+class TrialDetailOut(BaseModel):
+    trial: TrialOut
+    reports: list[ReportOut]
+    rung_results: list[RungResultOut]
+    decisions: list[DecisionOut]
+
+
+class RungOut(_Out):
+    bracket: int
+    rung: int
+    budget: float
+    results: int = Field(description="trials that finished this rung")
+    promoted: int = Field(description="of those, how many were promoted to the next rung")
+    best_value: float
+
+
+class BestTrialOut(BaseModel):
+    trial: TrialOut
+    value: float
+    budget: float
+    rung: int
+
+
+# --- worker protocol -----------------------------------------------------------------
+
+
+class LeaseIn(_In):
+    worker_id: str = Field(min_length=1, max_length=128)
+    resources: dict[str, Any] = Field(default_factory=dict)
+    studies: list[int] | None = Field(default=None, max_length=1000)
+    wait_s: float = Field(default=0.0, ge=0.0, le=300.0)
+
+
+class TrainerOut(BaseModel):
+    name: str
+    params: dict[str, Any]
+
+
+class LeaseOut(BaseModel):
+    trial_id: int
+    study_id: int
+    number: int
+    attempt: int
+    lease_token: str
+    expires_at: datetime
+    lease_seconds: float
+    trainer: TrainerOut
+    params: dict[str, Any]
+    budget_from: float
+    budget_to: float
+    checkpoint_in: str | None
+    seed: int
+    objective: str
+
+
+class TokenIn(_In):
+    lease_token: str = Field(min_length=1, max_length=64)
+
+
+class ReportItem(_In):
+    step: float = Field(ge=0)
+    metrics: dict[str, MetricValue] = Field(max_length=256)
+
+
+class ReportsIn(TokenIn):
+    reports: list[ReportItem] = Field(min_length=1, max_length=1000)
+
+
+class CompleteIn(TokenIn):
+    metrics: dict[str, MetricValue] = Field(default_factory=dict, max_length=256)
+    checkpoint_out: str | None = Field(default=None, max_length=2048)
+
+
+class FailIn(TokenIn):
+    error: str = Field(max_length=10_000)
+    retryable: bool = True
+    checkpoint_invalid: bool = Field(
+        default=False, description="the checkpoint given in the lease was missing or corrupt"
+    )
+
+
+class AckOut(BaseModel):
+    directive: Literal["continue", "stop"]
+    expires_at: datetime | None = None
+
+
+class TrialStateOut(BaseModel):
+    trial_id: int
+    state: str
+    attempt: int
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    version: str

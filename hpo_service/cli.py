@@ -1,0 +1,267 @@
+"""The `hpo` command.
+
+Exit codes: 0 success; 1 an error the server reported (not found, conflict);
+4 the server cannot be reached; 64 bad usage or an invalid spec (the message
+names the field).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import yaml
+from rich.console import Console
+
+from hpo_service.cli_render import print_json, render_best, render_rungs, render_study, render_studies, render_trials
+from hpo_service.client import DEFAULT_SERVER, HpoClient
+from hpo_service.errors import HpoError, InvalidInput, ServiceUnavailable
+
+app = typer.Typer(help="hpo-service: hyperparameter optimisation for adapter fine-tunes.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+study_app = typer.Typer(help="Create, inspect and control studies.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(study_app, name="study")
+
+console = Console(stderr=True)
+
+Server = Annotated[str, typer.Option("--server", envvar="HPO_SERVER", help="API server URL.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", envvar="HPO_DATABASE_URL", help="SQLAlchemy URL (default: SQLite file).")
+]
+StudyRef = Annotated[str, typer.Argument(help="Study id or name.")]
+
+EXIT_SERVER_ERROR, EXIT_UNREACHABLE, EXIT_USAGE = 1, 4, 64
+
+
+def fail(message: str, code: int) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _client(server: str) -> HpoClient:
+    return HpoClient(server, retries=2)
+
+
+def _run(action: Any) -> Any:
+    try:
+        return action()
+    except InvalidInput as error:
+        fail(error.message, EXIT_USAGE)
+    except ServiceUnavailable as error:
+        fail(f"{error.message} (is `hpo serve` running? set --server or HPO_SERVER)", EXIT_UNREACHABLE)
+    except HpoError as error:
+        fail(error.message, EXIT_SERVER_ERROR)
+
+
+# --- server and database ----------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    database_url: DatabaseUrl = None,
+    migrate: Annotated[bool, typer.Option("--migrate", help="Upgrade the schema before starting.")] = False,
+) -> None:
+    """Run the API server (configured by HPO_DATABASE_URL)."""
+    import uvicorn
+
+    from hpo_service.api.app import create_app
+    from hpo_service.db.engine import make_engine
+    from hpo_service.db.migrate import check_schema, upgrade_if_needed
+    from hpo_service.errors import SchemaOutdated
+    from hpo_service.settings import Settings
+
+    settings = Settings(database_url=database_url) if database_url else Settings()
+    if migrate:
+        upgrade_if_needed(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        check_schema(engine)
+    except SchemaOutdated as error:
+        fail(error.message, EXIT_USAGE)
+    finally:
+        engine.dispose()
+    console.print(f"hpo-service on http://{host}:{port} (API docs at /docs), database {_redact(settings.database_url)}")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    database_url: DatabaseUrl = None,
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Upgrade the database schema to the newest revision."""
+    from hpo_service.db.migrate import upgrade
+    from hpo_service.settings import Settings
+
+    url = database_url or Settings().database_url
+    upgrade(url, revision)
+    console.print(f"database {_redact(url)} is at revision {revision}")
+
+
+@db_app.command("current")
+def db_current(database_url: DatabaseUrl = None) -> None:
+    """Print the schema revision of the database and the newest one."""
+    from hpo_service.db.engine import make_engine
+    from hpo_service.db.migrate import current_revision, head_revision
+    from hpo_service.settings import Settings
+
+    engine = make_engine(database_url or Settings().database_url)
+    try:
+        typer.echo(f"current: {current_revision(engine)}  head: {head_revision()}")
+    finally:
+        engine.dispose()
+
+
+# --- workers ---------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    server: Server = DEFAULT_SERVER,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Worker processes to run.")] = 1,
+    study: Annotated[list[int] | None, typer.Option(help="Only lease trials of these study ids.")] = None,
+    checkpoint_uri: Annotated[
+        str | None, typer.Option(envvar="HPO_CHECKPOINT_URI", help="Where checkpoints go (file:///path).")
+    ] = None,
+    max_trials: Annotated[int | None, typer.Option(help="Exit after this many trial segments.")] = None,
+    exit_when_idle: Annotated[bool, typer.Option(help="Exit when no work is offered.")] = False,
+) -> None:
+    """Run worker processes: lease -> train -> report -> complete, in a loop."""
+    from hpo_service.workers.process import WorkerOptions, run_workers
+    from hpo_service.settings import Settings
+
+    options = WorkerOptions(
+        server=server, checkpoint_uri=checkpoint_uri or Settings().checkpoint_uri, studies=study or None,
+        max_trials=max_trials, exit_when_idle=exit_when_idle,
+    )
+    sys.exit(run_workers(options, concurrency))
+
+
+# --- studies ---------------------------------------------------------------------------
+
+
+@study_app.command("create")
+def study_create(
+    file: Annotated[Path, typer.Option("-f", "--file", exists=True, dir_okay=False, help="Spec (YAML or JSON).")],
+    server: Server = DEFAULT_SERVER,
+    as_json: AsJson = False,
+) -> None:
+    """Create a study from a spec file."""
+    try:
+        spec = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        fail(f"{file} is not valid YAML/JSON: {error}", EXIT_USAGE)
+    with _client(server) as client:
+        study = _run(lambda: client.create_study(spec))
+    if as_json:
+        print_json(study)
+    else:
+        typer.echo(f"created study {study['id']} ({study['name']})")
+
+
+@study_app.command("list")
+def study_list(
+    server: Server = DEFAULT_SERVER, status: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50, as_json: AsJson = False,
+) -> None:
+    """List studies, newest first."""
+    with _client(server) as client:
+        page = _run(lambda: client.list_studies(status=status, limit=limit))
+    print_json(page) if as_json else render_studies(page["items"])
+
+
+@study_app.command("show")
+def study_show(ref: StudyRef, server: Server = DEFAULT_SERVER, as_json: AsJson = False) -> None:
+    """Show a study: status, trials by state, best value, brackets and rungs."""
+    with _client(server) as client:
+        study = _run(lambda: client.find_study(ref))
+        rungs = _run(lambda: client.rungs(study["id"]))
+    if as_json:
+        print_json({**study, "rungs": rungs})
+    else:
+        render_study(study)
+        render_rungs(rungs)
+
+
+@study_app.command("best")
+def study_best(ref: StudyRef, server: Server = DEFAULT_SERVER, as_json: AsJson = False) -> None:
+    """Show the best trial so far (best value at the highest budget reached)."""
+    with _client(server) as client:
+        best = _run(lambda: client.best_trial(client.find_study(ref)["id"]))
+    print_json(best) if as_json else render_best(best)
+
+
+@study_app.command("trials")
+def study_trials(
+    ref: StudyRef, server: Server = DEFAULT_SERVER,
+    state: Annotated[str | None, typer.Option()] = None, bracket: Annotated[int | None, typer.Option()] = None,
+    rung: Annotated[int | None, typer.Option()] = None, order: Annotated[str, typer.Option()] = "number",
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50, offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: AsJson = False,
+) -> None:
+    """List a study's trials (paged, filtered)."""
+    with _client(server) as client:
+        study_id = _run(lambda: client.find_study(ref))["id"]
+        page = _run(lambda: client.list_trials(study_id, state=state, bracket=bracket, rung=rung, order=order,
+                                               limit=limit, offset=offset))
+    print_json(page) if as_json else render_trials(page)
+
+
+@study_app.command("decisions")
+def study_decisions(ref: StudyRef, server: Server = DEFAULT_SERVER, as_json: AsJson = False) -> None:
+    """The decision log: every promote / stop / requeue / fail with its reason."""
+    with _client(server) as client:
+        rows = _run(lambda: client.decisions(client.find_study(ref)["id"], limit=5000))
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        trial = f"trial {row['trial_id']}" if row["trial_id"] else "study"
+        typer.echo(f"{row['created_at'][:19]}  {row['kind']:<9} {trial:<12} {row['reason']}")
+
+
+def _control(action: str) -> Any:
+    def command(ref: StudyRef, server: Server = DEFAULT_SERVER, as_json: AsJson = False) -> None:
+        with _client(server) as client:
+            study = _run(lambda: client.control_study(client.find_study(ref)["id"], action))
+        print_json(study) if as_json else typer.echo(f"study {study['id']} is {study['status']}")
+
+    command.__doc__ = f"{action.capitalize()} a study."
+    return command
+
+
+for _action in ("pause", "resume", "cancel"):
+    study_app.command(_action)(_control(_action))
+
+
+@app.command()
+def demo(
+    workers: Annotated[int, typer.Option(min=1, max=16, help="Local worker processes.")] = 3,
+    port: Annotated[int, typer.Option(help="Port for the demo server (0 = any free port).")] = 0,
+    keep: Annotated[bool, typer.Option(help="Keep the demo database from an earlier run.")] = False,
+) -> None:
+    """Run a small Hyperband study end to end on the embedded default (SQLite + local workers)."""
+    from hpo_service.demo import run_demo
+
+    sys.exit(run_demo(workers=workers, port=port, keep=keep))
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

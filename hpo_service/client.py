@@ -1,0 +1,150 @@
+"""Typed HTTP client of the REST API, used by workers, the CLI, CI and tests.
+
+Connection errors and 503 answers are retried with exponential backoff (every
+call is safe to repeat: reports are unique per step, completions per lease
+token). Error answers become the project's own error types, carrying the
+server's message.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import httpx
+
+from hpo_service.errors import ERRORS_BY_CODE, HpoError, ServiceUnavailable
+
+DEFAULT_SERVER = "http://127.0.0.1:8765"
+
+
+class HpoClient:
+    def __init__(
+        self, server: str = DEFAULT_SERVER, *, timeout: float = 30.0, retries: int = 5,
+        backoff: float = 0.2, transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self._retries = retries
+        self._backoff = backoff
+        self._http = httpx.Client(base_url=self.server, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "HpoClient":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- studies -------------------------------------------------------------------
+
+    def create_study(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/api/v1/studies", json=spec)
+
+    def get_study(self, study_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/studies/{study_id}")
+
+    def list_studies(self, *, status: str | None = None, name: str | None = None,
+                     limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        params = _drop_none({"status": status, "name": name, "limit": limit, "offset": offset})
+        return self._call("GET", "/api/v1/studies", params=params)
+
+    def find_study(self, ref: str | int) -> dict[str, Any]:
+        """A study by id or by exact name."""
+        if isinstance(ref, int) or str(ref).isdigit():
+            return self.get_study(int(ref))
+        for study in self.list_studies(name=str(ref), limit=1000)["items"]:
+            if study["name"] == ref:
+                return study
+        raise ERRORS_BY_CODE["not_found"](f"no study named {ref!r}")
+
+    def control_study(self, study_id: int, action: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/v1/studies/{study_id}/{action}")
+
+    def list_trials(self, study_id: int, *, state: str | None = None, bracket: int | None = None,
+                    rung: int | None = None, order: str = "number", limit: int = 100,
+                    offset: int = 0) -> dict[str, Any]:
+        params = _drop_none({"state": state, "bracket": bracket, "rung": rung, "order": order,
+                             "limit": limit, "offset": offset})
+        return self._call("GET", f"/api/v1/studies/{study_id}/trials", params=params)
+
+    def best_trial(self, study_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/studies/{study_id}/best")
+
+    def decisions(self, study_id: int, *, after_id: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+        return self._call("GET", f"/api/v1/studies/{study_id}/decisions",
+                          params={"after_id": after_id, "limit": limit})
+
+    def rungs(self, study_id: int) -> list[dict[str, Any]]:
+        return self._call("GET", f"/api/v1/studies/{study_id}/rungs")
+
+    def get_trial(self, trial_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/trials/{trial_id}")
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/api/v1/health")
+
+    # --- worker protocol -------------------------------------------------------------
+
+    def lease(self, worker_id: str, *, wait_s: float = 10.0, studies: list[int] | None = None,
+              resources: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        body = {"worker_id": worker_id, "wait_s": wait_s, "studies": studies, "resources": resources or {}}
+        return self._call("POST", "/api/v1/leases", json=body, timeout=wait_s + 30.0)
+
+    def heartbeat(self, trial_id: int, token: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/v1/trials/{trial_id}/heartbeat", json={"lease_token": token})
+
+    def report(self, trial_id: int, token: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._call("POST", f"/api/v1/trials/{trial_id}/reports",
+                          json={"lease_token": token, "reports": reports})
+
+    def complete(self, trial_id: int, token: str, metrics: dict[str, Any],
+                 checkpoint_out: str | None) -> dict[str, Any]:
+        body = {"lease_token": token, "metrics": metrics, "checkpoint_out": checkpoint_out}
+        return self._call("POST", f"/api/v1/trials/{trial_id}/complete", json=body)
+
+    def fail(self, trial_id: int, token: str, error: str, *, retryable: bool = True,
+             checkpoint_invalid: bool = False) -> dict[str, Any]:
+        body = {"lease_token": token, "error": error[-10_000:], "retryable": retryable,
+                "checkpoint_invalid": checkpoint_invalid}
+        return self._call("POST", f"/api/v1/trials/{trial_id}/fail", json=body)
+
+    # --- transport ---------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        for attempt in range(self._retries + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as error:
+                if attempt == self._retries:
+                    raise ServiceUnavailable(f"cannot reach {self.server}: {error}") from error
+            else:
+                if response.status_code != 503 or attempt == self._retries:
+                    return _decode(response)
+            # Jitter keeps a crowd of workers from retrying in lockstep after an outage.
+            time.sleep(self._backoff * 2**attempt * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+
+def _decode(response: httpx.Response) -> Any:
+    if response.status_code == 204:
+        return None
+    if response.is_success:
+        return response.json()
+    try:
+        body = response.json()
+        code, message = body.get("error", ""), body.get("message") or str(body)
+    except ValueError:
+        code, message = "", response.text[:500]
+    error_type = ERRORS_BY_CODE.get(code, HpoError)
+    error = error_type(f"HTTP {response.status_code}: {message}")
+    error.status_code = response.status_code
+    raise error
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}

@@ -1,0 +1,139 @@
+"""SQLAlchemy 2 table models. The migrations in `migrations/versions` are the
+history of this file; a test checks that the two agree."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BigInteger ids on PostgreSQL, but SQLite only auto-increments INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    spec: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    # The scheduler's JSON snapshot (never a pickle).
+    scheduler_state: Mapped[dict[str, Any]]
+    # Bumped by every change of trials or results: caches key on it.
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    trials_created: Mapped[int] = mapped_column(Integer, default=0)
+    budget_spent: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Trial(Base):
+    __tablename__ = "trials"
+    __table_args__ = (
+        UniqueConstraint("study_id", "number"),
+        Index("ix_trials_study_state", "study_id", "state", "id"),
+        Index("ix_trials_state_lease_expires", "state", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]]
+    seed: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))
+    bracket: Mapped[int] = mapped_column(Integer)
+    rung: Mapped[int] = mapped_column(Integer)
+    budget_done: Mapped[float] = mapped_column(Float, default=0.0)
+    budget_target: Mapped[float] = mapped_column(Float)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_token: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    checkpoint_uri: Mapped[str | None] = mapped_column(Text)
+    value: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Report(Base):
+    """Intermediate metrics. Unique on (trial, step): a repeated report is a no-op."""
+
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("trial_id", "step", name="uq_reports_trial_step"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    step: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class RungResult(Base):
+    """The objective a trial reached at a rung; what the schedulers and samplers read."""
+
+    __tablename__ = "rung_results"
+    __table_args__ = (
+        UniqueConstraint("trial_id", "rung", name="uq_rung_results_trial_rung"),
+        Index("ix_rung_results_ranking", "study_id", "bracket", "rung", "promoted", "score", "trial_id"),
+        Index("ix_rung_results_best", "study_id", "budget", "score"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    bracket: Mapped[int] = mapped_column(Integer)
+    rung: Mapped[int] = mapped_column(Integer)
+    budget: Mapped[float] = mapped_column(Float)
+    value: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)  # lower is better
+    promoted: Mapped[bool] = mapped_column(Boolean, default=False)
+    checkpoint_uri: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class Decision(Base):
+    """Every promote / stop / finish / requeue / fail, with its reason."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (Index("ix_decisions_study", "study_id", "id"), Index("ix_decisions_trial", "trial_id"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    trial_id: Mapped[int | None] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime]

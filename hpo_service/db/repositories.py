@@ -1,0 +1,225 @@
+"""Queries. Repositories never commit: the use case owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, case, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from hpo_service.db.models import Decision, Report, RungResult, Study, Trial
+from hpo_service.domain.states import StudyStatus, TrialState
+
+IN_FLIGHT = (TrialState.PENDING.value, TrialState.RUNNING.value)
+
+
+# --- studies -------------------------------------------------------------------
+
+
+def get_study(session: Session, study_id: int, *, lock: bool = False) -> Study | None:
+    query = select(Study).where(Study.id == study_id)
+    if lock:
+        # The per-study lock: decisions that touch the whole study are serialised.
+        query = query.with_for_update()
+    return session.execute(query).scalar_one_or_none()
+
+
+def get_study_by_name(session: Session, name: str) -> Study | None:
+    return session.execute(select(Study).where(Study.name == name)).scalar_one_or_none()
+
+
+def list_studies(
+    session: Session, *, status: str | None, name_contains: str | None, limit: int, offset: int
+) -> tuple[list[Study], int]:
+    query = select(Study)
+    if status:
+        query = query.where(Study.status == status)
+    if name_contains:
+        query = query.where(Study.name.contains(name_contains, autoescape=True))
+    total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    rows = session.execute(query.order_by(Study.id.desc()).limit(limit).offset(offset)).scalars()
+    return list(rows), int(total)
+
+
+def running_study_ids(session: Session, only: Sequence[int] | None) -> list[int]:
+    query = select(Study.id).where(Study.status == StudyStatus.RUNNING.value).order_by(Study.id)
+    if only:
+        query = query.where(Study.id.in_(list(only)))
+    return list(session.execute(query).scalars())
+
+
+def bump_version(session: Session, study: Study, now: datetime) -> None:
+    study.version += 1
+    study.updated_at = now
+
+
+# --- trials --------------------------------------------------------------------
+
+
+def get_trial(session: Session, trial_id: int, *, lock: bool = False) -> Trial | None:
+    query = select(Trial).where(Trial.id == trial_id)
+    if lock:
+        query = query.with_for_update()
+    return session.execute(query).scalar_one_or_none()
+
+
+def claim_pending(session: Session, study_id: int) -> Trial | None:
+    """Lock the oldest pending trial of a study; rows another transaction holds are skipped."""
+    query = (
+        select(Trial)
+        .where(Trial.study_id == study_id, Trial.state == TrialState.PENDING.value)
+        .order_by(Trial.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return session.execute(query).scalar_one_or_none()
+
+
+def count_states(session: Session, study_id: int) -> dict[str, int]:
+    query = select(Trial.state, func.count()).where(Trial.study_id == study_id).group_by(Trial.state)
+    return {state: int(count) for state, count in session.execute(query)}
+
+
+def count_in_state(session: Session, study_id: int, states: Sequence[str]) -> int:
+    query = select(func.count()).select_from(Trial).where(Trial.study_id == study_id, Trial.state.in_(states))
+    return int(session.execute(query).scalar_one())
+
+
+def expired_trial_ids(session: Session, now: datetime, limit: int = 100) -> list[tuple[int, int]]:
+    query = (
+        select(Trial.id, Trial.study_id)
+        .where(Trial.state == TrialState.RUNNING.value, Trial.lease_expires_at < now)
+        .order_by(Trial.lease_expires_at)
+        .limit(limit)
+    )
+    return [(int(a), int(b)) for a, b in session.execute(query)]
+
+
+def trials_in_state(session: Session, study_id: int, states: Sequence[str]) -> list[Trial]:
+    query = select(Trial).where(Trial.study_id == study_id, Trial.state.in_(states)).order_by(Trial.id)
+    return list(session.execute(query).scalars())
+
+
+@dataclass(frozen=True)
+class TrialFilter:
+    state: str | None = None
+    bracket: int | None = None
+    rung: int | None = None
+    order: str = "number"  # number | -number | value | -value
+
+
+def list_trials(
+    session: Session, study_id: int, filters: TrialFilter, *, limit: int, offset: int
+) -> tuple[list[Trial], int]:
+    query: Select[tuple[Trial]] = select(Trial).where(Trial.study_id == study_id)
+    if filters.state:
+        query = query.where(Trial.state == filters.state)
+    if filters.bracket is not None:
+        query = query.where(Trial.bracket == filters.bracket)
+    if filters.rung is not None:
+        query = query.where(Trial.rung == filters.rung)
+    total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    column = Trial.value if filters.order.lstrip("-") == "value" else Trial.number
+    ordering = column.desc() if filters.order.startswith("-") else column.asc()
+    query = query.order_by(ordering.nulls_last(), Trial.id).limit(limit).offset(offset)
+    return list(session.execute(query).scalars()), int(total)
+
+
+# --- reports -------------------------------------------------------------------
+
+
+def insert_reports(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert reports; one whose (trial, step) exists already is skipped (retries are no-ops)."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(Report).values(rows).on_conflict_do_nothing(index_elements=["trial_id", "step"])
+    session.execute(statement)
+
+
+def reports_of(session: Session, trial_id: int) -> list[Report]:
+    query = select(Report).where(Report.trial_id == trial_id).order_by(Report.step)
+    return list(session.execute(query).scalars())
+
+
+def last_report(session: Session, trial_id: int) -> Report | None:
+    query = select(Report).where(Report.trial_id == trial_id).order_by(Report.step.desc()).limit(1)
+    return session.execute(query).scalar_one_or_none()
+
+
+# --- rung results --------------------------------------------------------------
+
+
+def mark_promoted(session: Session, trial_id: int, rung: int) -> None:
+    session.execute(
+        update(RungResult).where(RungResult.trial_id == trial_id, RungResult.rung == rung).values(promoted=True)
+    )
+
+
+def rung_results_of(session: Session, trial_id: int) -> list[RungResult]:
+    query = select(RungResult).where(RungResult.trial_id == trial_id).order_by(RungResult.rung)
+    return list(session.execute(query).scalars())
+
+
+def rung_summary(session: Session, study_id: int) -> list[tuple[int, int, float, int, int, float]]:
+    """(bracket, rung, budget, results, promoted, best score) per rung, for the brackets table."""
+    query = (
+        select(
+            RungResult.bracket, RungResult.rung, func.max(RungResult.budget), func.count(),
+            func.sum(case((RungResult.promoted, 1), else_=0)), func.min(RungResult.score),
+        )
+        .where(RungResult.study_id == study_id)
+        .group_by(RungResult.bracket, RungResult.rung)
+        .order_by(RungResult.bracket, RungResult.rung)
+    )
+    return [(int(b), int(r), float(bu), int(n), int(p or 0), float(s)) for b, r, bu, n, p, s in session.execute(query)]
+
+
+def best_result(session: Session, study_id: int) -> RungResult | None:
+    """The incumbent: the best score among results at the highest budget reached so far."""
+    top_budget = select(func.max(RungResult.budget)).where(RungResult.study_id == study_id).scalar_subquery()
+    query = (
+        select(RungResult)
+        .where(RungResult.study_id == study_id, RungResult.budget == top_budget)
+        .order_by(RungResult.score, RungResult.trial_id)
+        .limit(1)
+    )
+    return session.execute(query).scalar_one_or_none()
+
+
+def observations_after(session: Session, study_id: int, after_id: int) -> list[tuple[Any, ...]]:
+    """(seq, params, budget, score) of results newer than ``after_id``, for the samplers."""
+    query = (
+        select(RungResult.id, Trial.params, RungResult.budget, RungResult.score)
+        .join(Trial, Trial.id == RungResult.trial_id)
+        .where(RungResult.study_id == study_id, RungResult.id > after_id)
+        .order_by(RungResult.id)
+    )
+    return [tuple(row) for row in session.execute(query)]
+
+
+# --- decisions -----------------------------------------------------------------
+
+
+def add_decision(
+    session: Session, study_id: int, trial_id: int | None, kind: str, reason: str, now: datetime,
+    attempt: int | None = None,
+) -> None:
+    session.add(
+        Decision(study_id=study_id, trial_id=trial_id, kind=kind, reason=reason, attempt=attempt, created_at=now)
+    )
+
+
+def list_decisions(
+    session: Session, study_id: int, *, trial_id: int | None, after_id: int, limit: int
+) -> list[Decision]:
+    query = select(Decision).where(Decision.study_id == study_id, Decision.id > after_id)
+    if trial_id is not None:
+        query = query.where(Decision.trial_id == trial_id)
+    return list(session.execute(query.order_by(Decision.id).limit(limit)).scalars())

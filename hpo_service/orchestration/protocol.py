@@ -1,0 +1,280 @@
+"""The worker protocol: lease, heartbeat, report, complete, fail, and lease expiry.
+
+Fencing: every call names the lease token it was given. A token that is no
+longer the trial's current one (the lease expired and was re-issued, or the
+trial was requeued) gets `StaleLease` (HTTP 409) and changes nothing.
+
+Lock order, to stay deadlock-free on PostgreSQL: the study row first, then the
+trial row. Claiming a pending trial takes only the trial row, with SKIP LOCKED,
+so it never waits.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session
+
+from hpo_service.db import repositories as repo
+from hpo_service.db.models import Study, Trial
+from hpo_service.domain.spec import StudySpec
+from hpo_service.domain.states import StudyStatus, TrialState
+from hpo_service.errors import Conflict, InvalidInput, StaleLease
+from hpo_service.orchestration.context import Context, as_utc
+from hpo_service.orchestration.studies import load_study, load_trial
+from hpo_service.orchestration.study_driver import StudyDriver, grant_lease
+
+Directive = Literal["continue", "stop"]
+
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    trial: Trial
+    study: Study
+    spec: StudySpec
+
+
+@dataclass(frozen=True)
+class Ack:
+    directive: Directive
+    expires_at: datetime | None = None
+
+
+class TrialProtocol:
+    def __init__(self, context: Context) -> None:
+        self._ctx = context
+
+    # --- lease ---------------------------------------------------------------------
+
+    def lease(self, worker_id: str, study_ids: list[int] | None = None) -> LeaseGrant | None:
+        """One attempt to lease work; the API's long poll calls this repeatedly."""
+        candidates = self._ctx.run(lambda s: repo.running_study_ids(s, study_ids))
+        for study_id in candidates:
+            grant = self._ctx.run(lambda s: self._claim_pending(s, study_id, worker_id))
+            if grant is None:
+                grant = self._ctx.run(lambda s: self._claim_new_work(s, study_id, worker_id))
+            if grant is not None:
+                return grant
+        return None
+
+    def _claim_pending(self, session: Session, study_id: int, worker_id: str) -> LeaseGrant | None:
+        study = load_study(session, study_id)
+        spec = StudySpec.model_validate(study.spec)
+        if study.status != StudyStatus.RUNNING.value or self._at_capacity(session, study, spec):
+            return None
+        trial = repo.claim_pending(session, study_id)
+        if trial is None:
+            return None
+        self._grant(trial, worker_id, spec)
+        return LeaseGrant(trial, study, spec)
+
+    def _claim_new_work(self, session: Session, study_id: int, worker_id: str) -> LeaseGrant | None:
+        study = load_study(session, study_id, lock=True)
+        driver = StudyDriver(self._ctx, session, study)
+        if self._at_capacity(session, study, driver.spec):
+            return None
+        trial = driver.next_work()
+        if trial is None:
+            return None
+        self._grant(trial, worker_id, driver.spec)
+        repo.bump_version(session, study, self._ctx.clock())
+        return LeaseGrant(trial, study, driver.spec)
+
+    def _at_capacity(self, session: Session, study: Study, spec: StudySpec) -> bool:
+        limit = spec.limits.max_concurrent
+        return limit is not None and repo.count_in_state(session, study.id, [TrialState.RUNNING.value]) >= limit
+
+    def _grant(self, trial: Trial, worker_id: str, spec: StudySpec) -> None:
+        grant_lease(trial, worker_id, spec.retry.lease_seconds, self._ctx.clock(), secrets.token_urlsafe(24))
+
+    # --- calls under a lease -------------------------------------------------------------
+
+    def heartbeat(self, trial_id: int, token: str) -> Ack:
+        def use_case(session: Session) -> Ack:
+            trial, study = self._leased(session, trial_id, token)
+            spec = StudySpec.model_validate(study.spec)
+            grant_lease(trial, trial.lease_owner or "", spec.retry.lease_seconds, self._ctx.clock(), token)
+            return Ack(_directive(study), as_utc(trial.lease_expires_at))
+
+        return self._ctx.run(use_case)
+
+    def report(self, trial_id: int, token: str, reports: list[tuple[float, dict[str, Any]]]) -> Ack:
+        def use_case(session: Session) -> Ack:
+            trial, study = self._leased(session, trial_id, token)
+            now = self._ctx.clock()
+            rows = [
+                {"trial_id": trial.id, "attempt": trial.attempt, "step": step,
+                 "metrics": _finite_metrics(metrics), "created_at": now}
+                for step, metrics in reports
+            ]
+            repo.insert_reports(session, rows)
+            return Ack(_directive(study))
+
+        return self._ctx.run(use_case)
+
+    def complete(self, trial_id: int, token: str, metrics: dict[str, Any], checkpoint_uri: str | None) -> Trial:
+        def use_case(session: Session) -> Trial:
+            trial = load_trial(session, trial_id)
+            study = load_study(session, trial.study_id, lock=True)
+            trial = load_trial(session, trial_id, lock=True)
+            if _already_done_with(trial, token):
+                return trial  # a retried completion: the first one counted
+            self._check_lease(trial, token)
+            self._finish_segment(session, study, trial, metrics, checkpoint_uri)
+            return trial
+
+        trial = self._ctx.run(use_case)
+        self._ctx.on_work_available()
+        return trial
+
+    def _finish_segment(
+        self, session: Session, study: Study, trial: Trial, metrics: dict[str, Any], checkpoint_uri: str | None
+    ) -> None:
+        now = self._ctx.clock()
+        study.budget_spent += max(0.0, trial.budget_target - trial.budget_done)
+        trial.budget_done = trial.budget_target
+        trial.checkpoint_uri = checkpoint_uri or trial.checkpoint_uri
+        trial.lease_expires_at = None
+        trial.updated_at = now
+        if study.status == StudyStatus.CANCELLED.value:
+            trial.state = TrialState.STOPPED.value
+            repo.add_decision(session, study.id, trial.id, "stop", "study cancelled", now, trial.attempt)
+            return
+        driver = StudyDriver(self._ctx, session, study)
+        metric = driver.spec.objective.metric
+        value = _objective(session, trial, metrics, metric)
+        if math.isfinite(value):
+            driver.on_result(trial, value, trial.checkpoint_uri)
+            return
+        trial.state = TrialState.FAILED.value
+        trial.error = f"objective {metric!r} was {value} at budget {trial.budget_done:g}: the run diverged"
+        repo.add_decision(session, study.id, trial.id, "fail", trial.error, now, trial.attempt)
+        driver.on_lost(trial)
+
+    def fail(self, trial_id: int, token: str, error: str, retryable: bool, checkpoint_invalid: bool = False) -> Trial:
+        def use_case(session: Session) -> Trial:
+            trial = load_trial(session, trial_id)
+            study = load_study(session, trial.study_id, lock=True)
+            trial = load_trial(session, trial_id, lock=True)
+            self._check_lease(trial, token)
+            reason = f"worker {trial.lease_owner} reported: {error}"
+            self._requeue_or_fail(session, study, trial, reason, retryable, checkpoint_invalid)
+            return trial
+
+        trial = self._ctx.run(use_case)
+        self._ctx.on_work_available()
+        return trial
+
+    # --- expiry ---------------------------------------------------------------------
+
+    def expire_leases(self) -> int:
+        """Requeue (or fail) every trial whose lease ran out. Safe to run from several processes."""
+        now = self._ctx.clock()
+        expired = self._ctx.run(lambda s: repo.expired_trial_ids(s, now))
+        requeued = 0
+        for trial_id, study_id in expired:
+            requeued += self._ctx.run(lambda s: self._expire_one(s, study_id, trial_id, now))
+        if requeued:
+            self._ctx.on_work_available()
+        return requeued
+
+    def _expire_one(self, session: Session, study_id: int, trial_id: int, now: datetime) -> int:
+        study = load_study(session, study_id, lock=True)
+        trial = load_trial(session, trial_id, lock=True)
+        expires = as_utc(trial.lease_expires_at)
+        if trial.state != TrialState.RUNNING.value or expires is None or expires >= now:
+            return 0  # another process got there first, or the worker heartbeated in time
+        reason = f"lease of worker {trial.lease_owner} expired at {expires:%H:%M:%S} (no heartbeat)"
+        self._requeue_or_fail(session, study, trial, reason, retryable=True, checkpoint_invalid=False)
+        return 1
+
+    def _requeue_or_fail(
+        self, session: Session, study: Study, trial: Trial, reason: str, retryable: bool, checkpoint_invalid: bool
+    ) -> None:
+        now = self._ctx.clock()
+        spec = StudySpec.model_validate(study.spec)
+        trial.lease_token = None  # fencing: the old lease can no longer act
+        trial.lease_expires_at = None
+        trial.updated_at = now
+        if study.status in (StudyStatus.CANCELLED.value, StudyStatus.FAILED.value):
+            trial.state = TrialState.STOPPED.value
+            repo.add_decision(session, study.id, trial.id, "stop", f"{reason}; study is {study.status}", now)
+            return
+        if retryable and trial.attempt < spec.retry.max_attempts:
+            if checkpoint_invalid:
+                reason += "; " + _fall_back_to_earlier_checkpoint(session, trial)
+            trial.attempt += 1
+            trial.state = TrialState.PENDING.value
+            repo.add_decision(session, study.id, trial.id, "requeue",
+                              f"{reason}; requeued as attempt {trial.attempt} of {spec.retry.max_attempts} "
+                              f"from budget {trial.budget_done:g}", now, trial.attempt)
+            return
+        why = "not retryable" if not retryable else f"attempt {trial.attempt} of {spec.retry.max_attempts}"
+        trial.state = TrialState.FAILED.value
+        trial.error = reason
+        repo.add_decision(session, study.id, trial.id, "fail", f"{reason} ({why})", now, trial.attempt)
+        StudyDriver(self._ctx, session, study).on_lost(trial)
+
+    # --- checks ---------------------------------------------------------------------
+
+    def _leased(self, session: Session, trial_id: int, token: str) -> tuple[Trial, Study]:
+        trial = load_trial(session, trial_id)
+        self._check_lease(trial, token)
+        return trial, load_study(session, trial.study_id)
+
+    @staticmethod
+    def _check_lease(trial: Trial, token: str) -> None:
+        if trial.lease_token != token:
+            raise StaleLease(
+                f"lease token for trial {trial.id} is stale: the trial was re-leased or requeued; "
+                "stop working on it"
+            )
+        if trial.state != TrialState.RUNNING.value:
+            raise Conflict(f"trial {trial.id} is {trial.state}, not running; it accepts no more reports")
+
+
+def _objective(session: Session, trial: Trial, metrics: dict[str, Any], metric: str) -> float:
+    """The objective from the completion, else from the last report."""
+    value = metrics.get(metric)
+    if value is None:
+        last = repo.last_report(session, trial.id)
+        value = last.metrics.get(metric) if last is not None else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise InvalidInput(
+            f"the completion of trial {trial.id} has no objective metric {metric!r} "
+            f"(in `metrics` or the last report); send it in `metrics`"
+        )
+    return float(value)
+
+
+def _already_done_with(trial: Trial, token: str) -> bool:
+    return trial.lease_token == token and trial.state != TrialState.RUNNING.value
+
+
+def _directive(study: Study) -> Directive:
+    return "stop" if study.status in (StudyStatus.CANCELLED.value, StudyStatus.FAILED.value,
+                                      StudyStatus.COMPLETED.value) else "continue"
+
+
+def _finite_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """JSON columns cannot hold NaN/inf: store them as null (the reading side shows them as missing)."""
+    return {
+        key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+        for key, value in metrics.items()
+    }
+
+
+def _fall_back_to_earlier_checkpoint(session: Session, trial: Trial) -> str:
+    earlier = [
+        r for r in repo.rung_results_of(session, trial.id)
+        if r.checkpoint_uri and r.budget < trial.budget_done and r.checkpoint_uri != trial.checkpoint_uri
+    ]
+    if earlier:
+        trial.checkpoint_uri, trial.budget_done = earlier[-1].checkpoint_uri, earlier[-1].budget
+        return f"checkpoint unusable, resuming from the one at budget {trial.budget_done:g}"
+    trial.checkpoint_uri, trial.budget_done = None, 0.0
+    return "checkpoint unusable and no earlier one, restarting from scratch"

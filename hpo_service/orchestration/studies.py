@@ -1,0 +1,188 @@
+"""Use cases on whole studies: create, read, pause / resume / cancel. One transaction each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from sqlalchemy.orm import Session
+
+from hpo_service.db import repositories as repo
+from hpo_service.db.models import Decision, Report, RungResult, Study, Trial
+from hpo_service.domain.spec import StudySpec
+from hpo_service.domain.states import StudyStatus, TrialState
+from hpo_service.errors import Conflict, NotFound
+from hpo_service.orchestration.context import Context
+from hpo_service.orchestration.spec_loading import resolve_spec
+from hpo_service.orchestration.study_end import finish_study
+from hpo_service.scheduling.factory import make_scheduler
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    study: Study
+    trial_counts: dict[str, int]
+    best: RungResult | None
+
+
+@dataclass(frozen=True)
+class RungRow:
+    bracket: int
+    rung: int
+    budget: float
+    results: int
+    promoted: int
+    best_value: float
+
+
+@dataclass(frozen=True)
+class TrialDetail:
+    trial: Trial
+    reports: list[Report]
+    rung_results: list[RungResult]
+    decisions: list[Decision]
+
+
+def load_study(session: Session, study_id: int, *, lock: bool = False) -> Study:
+    study = repo.get_study(session, study_id, lock=lock)
+    if study is None:
+        raise NotFound(f"study {study_id} does not exist")
+    return study
+
+
+def load_trial(session: Session, trial_id: int, *, lock: bool = False) -> Trial:
+    trial = repo.get_trial(session, trial_id, lock=lock)
+    if trial is None:
+        raise NotFound(f"trial {trial_id} does not exist")
+    return trial
+
+
+class StudyService:
+    def __init__(self, context: Context) -> None:
+        self._ctx = context
+
+    def create(self, spec: StudySpec) -> Study:
+        # Resolve outside the transaction: it reads files and imports the trainer plugin.
+        spec = resolve_spec(spec, self._ctx.settings.search_space_dir)
+        scheduler = make_scheduler(spec.scheduler, spec.limits)
+
+        def use_case(session: Session) -> Study:
+            existing = repo.get_study_by_name(session, spec.name)
+            if existing is not None:
+                raise Conflict(f"a study named {spec.name!r} exists already (id {existing.id}); pick another name")
+            now = self._ctx.clock()
+            study = Study(
+                name=spec.name, project="default", spec=spec.model_dump(mode="json"),
+                status=StudyStatus.RUNNING.value, scheduler_state=scheduler.initial_state(),
+                version=0, trials_created=0, budget_spent=0.0, created_at=now, updated_at=now,
+            )
+            session.add(study)
+            session.flush()
+            return study
+
+        study = self._ctx.run(use_case)
+        self._ctx.on_work_available()
+        return study
+
+    def get(self, study_id: int) -> StudySummary:
+        def use_case(session: Session) -> StudySummary:
+            study = load_study(session, study_id)
+            return StudySummary(study, repo.count_states(session, study_id), repo.best_result(session, study_id))
+
+        return self._ctx.run(use_case)
+
+    def list(
+        self, *, status: str | None = None, name_contains: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[StudySummary], int]:
+        def use_case(session: Session) -> tuple[list[StudySummary], int]:
+            studies, total = repo.list_studies(
+                session, status=status, name_contains=name_contains, limit=limit, offset=offset
+            )
+            summaries = [
+                StudySummary(s, repo.count_states(session, s.id), repo.best_result(session, s.id)) for s in studies
+            ]
+            return summaries, total
+
+        return self._ctx.run(use_case)
+
+    def best(self, study_id: int) -> tuple[Trial, RungResult]:
+        def use_case(session: Session) -> tuple[Trial, RungResult]:
+            load_study(session, study_id)
+            result = repo.best_result(session, study_id)
+            if result is None:
+                raise NotFound(f"study {study_id} has no finished trial segment yet; try again later")
+            return load_trial(session, result.trial_id), result
+
+        return self._ctx.run(use_case)
+
+    def trials(
+        self, study_id: int, filters: repo.TrialFilter, *, limit: int, offset: int
+    ) -> tuple[list[Trial], int]:
+        def use_case(session: Session) -> tuple[list[Trial], int]:
+            load_study(session, study_id)
+            return repo.list_trials(session, study_id, filters, limit=limit, offset=offset)
+
+        return self._ctx.run(use_case)
+
+    def rungs(self, study_id: int) -> list[RungRow]:
+        def use_case(session: Session) -> list[RungRow]:
+            study = load_study(session, study_id)
+            direction = StudySpec.model_validate(study.spec).objective.direction
+            return [
+                RungRow(bracket, rung, budget, results, promoted, direction.value_of(best))
+                for bracket, rung, budget, results, promoted, best in repo.rung_summary(session, study_id)
+            ]
+
+        return self._ctx.run(use_case)
+
+    def trial(self, trial_id: int) -> TrialDetail:
+        def use_case(session: Session) -> TrialDetail:
+            trial = load_trial(session, trial_id)
+            decisions = repo.list_decisions(session, trial.study_id, trial_id=trial_id, after_id=0, limit=1000)
+            return TrialDetail(
+                trial, repo.reports_of(session, trial_id), repo.rung_results_of(session, trial_id), decisions
+            )
+
+        return self._ctx.run(use_case)
+
+    def decisions(self, study_id: int, *, after_id: int = 0, limit: int = 500) -> list[Decision]:
+        def use_case(session: Session) -> list[Decision]:
+            load_study(session, study_id)
+            return repo.list_decisions(session, study_id, trial_id=None, after_id=after_id, limit=limit)
+
+        return self._ctx.run(use_case)
+
+    # --- control -----------------------------------------------------------------
+
+    def pause(self, study_id: int) -> Study:
+        return self._transition(study_id, {StudyStatus.RUNNING}, StudyStatus.PAUSED)
+
+    def resume(self, study_id: int) -> Study:
+        study = self._transition(study_id, {StudyStatus.PAUSED}, StudyStatus.RUNNING)
+        self._ctx.on_work_available()
+        return study
+
+    def cancel(self, study_id: int) -> Study:
+        def use_case(session: Session) -> Study:
+            study = load_study(session, study_id, lock=True)
+            _require(study, {StudyStatus.RUNNING, StudyStatus.PAUSED}, "cancel")
+            # Running trials are told to stop at their next report or heartbeat.
+            finish_study(session, study, StudyStatus.CANCELLED, "study cancelled", self._ctx.clock(),
+                         stop_states=(TrialState.PENDING.value, TrialState.PAUSED.value))
+            return study
+
+        return self._ctx.run(use_case)
+
+    def _transition(self, study_id: int, allowed: set[StudyStatus], target: StudyStatus) -> Study:
+        def use_case(session: Session) -> Study:
+            study = load_study(session, study_id, lock=True)
+            _require(study, allowed, target.value)
+            study.status = target.value
+            repo.bump_version(session, study, self._ctx.clock())
+            return study
+
+        return self._ctx.run(use_case)
+
+
+def _require(study: Study, allowed: set[StudyStatus], action: str) -> None:
+    if StudyStatus(study.status) not in allowed:
+        raise Conflict(f"cannot {action} study {study.id}: it is {study.status}")
+

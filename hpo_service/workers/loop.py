@@ -1,0 +1,195 @@
+"""The worker loop: lease -> train -> report -> complete, over the API only.
+
+The same loop runs in a plain process (`hpo worker`) and, later, inside a Ray
+actor: it needs a client, a checkpoint store and a stop flag, nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from hpo_service.client import HpoClient
+from hpo_service.errors import Conflict, HpoError, ServiceUnavailable
+from hpo_service.workers.checkpoints import CheckpointStore
+from hpo_service.workers.registry import load_trainer
+from hpo_service.workers.trainer import CheckpointError, Directive, Trainer, TrainerError, TrainRequest
+
+log = logging.getLogger("hpo_service.worker")
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ApiReporter:
+    """Buffers a trainer's reports and sends them in batches; remembers the server's directive."""
+
+    def __init__(self, client: HpoClient, lease: dict[str, Any], stop: threading.Event,
+                 flush_seconds: float = 0.5) -> None:
+        self._client = client
+        self._lease = lease
+        self._stop = stop
+        self._flush_seconds = flush_seconds
+        self._buffer: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
+        self.directive: Directive = "continue"
+
+    def report(self, step: float, metrics: dict[str, float]) -> Directive:
+        self._buffer.append({"step": step, "metrics": metrics})
+        if time.monotonic() - self._last_flush >= self._flush_seconds or step >= self._lease["budget_to"]:
+            self.flush()
+        return "stop" if self._stop.is_set() else self.directive
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        ack = self._client.report(self._lease["trial_id"], self._lease["lease_token"], self._buffer)
+        self._buffer = []
+        self._last_flush = time.monotonic()
+        if ack["directive"] == "stop":
+            self.directive = "stop"
+
+    def log(self, message: str) -> None:
+        log.info("trial %s (study %s): %s", self._lease["trial_id"], self._lease["study_id"], message)
+
+
+@dataclass
+class _Heartbeat:
+    """Keeps the lease alive while the trainer runs; notices a stale lease or a stop directive."""
+
+    client: HpoClient
+    lease: dict[str, Any]
+    reporter: ApiReporter
+    lost: threading.Event = field(default_factory=threading.Event)
+    _done: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="heartbeat")
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        interval = max(0.5, self.lease["lease_seconds"] / 3)
+        while not self._done.wait(interval):
+            try:
+                ack = self.client.heartbeat(self.lease["trial_id"], self.lease["lease_token"])
+            except Conflict:
+                self.lost.set()  # fenced off: someone else holds this trial now
+                self.reporter.directive = "stop"
+                return
+            except HpoError as error:
+                log.warning("heartbeat failed (will retry): %s", error)
+                continue
+            if ack["directive"] == "stop":
+                self.reporter.directive = "stop"
+
+
+class WorkerLoop:
+    def __init__(
+        self, client: HpoClient, store: CheckpointStore, *, worker_id: str | None = None,
+        studies: list[int] | None = None, wait_s: float = 5.0, resources: dict[str, Any] | None = None,
+        trainer_lookup: Callable[[str], Trainer] = load_trainer,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.worker_id = worker_id or default_worker_id()
+        self.studies = studies
+        self.wait_s = wait_s
+        self.resources = resources or {}
+        self.stop = threading.Event()
+        self._trainer_lookup = trainer_lookup
+
+    def run(self, *, max_trials: int | None = None, exit_when_idle: bool = False) -> int:
+        """Lease and run trials until stopped; returns how many segments were run."""
+        done = 0
+        while not self.stop.is_set() and (max_trials is None or done < max_trials):
+            try:
+                lease = self.client.lease(self.worker_id, wait_s=self.wait_s, studies=self.studies,
+                                          resources=self.resources)
+            except ServiceUnavailable as error:
+                log.warning("server unavailable, retrying: %s", error)
+                self.stop.wait(1.0)
+                continue
+            if lease is None:
+                if exit_when_idle:
+                    break
+                continue
+            self.run_one(lease)
+            done += 1
+        return done
+
+    def run_one(self, lease: dict[str, Any]) -> None:
+        trial_id, token = lease["trial_id"], lease["lease_token"]
+        log.info("trial %s (study %s) attempt %s: budget %g -> %g, params %s", trial_id, lease["study_id"],
+                 lease["attempt"], lease["budget_from"], lease["budget_to"], lease["params"])
+        reporter = ApiReporter(self.client, lease, self.stop)
+        try:
+            with _Heartbeat(self.client, lease, reporter) as heartbeat:
+                metrics, checkpoint_uri = self._train(lease, reporter)
+            if heartbeat.lost.is_set():
+                log.warning("trial %s: lease lost while training; dropping the result", trial_id)
+                return
+            if self.stop.is_set():
+                self.client.fail(trial_id, token, "worker is shutting down", retryable=True)
+                return
+            self.client.complete(trial_id, token, metrics, checkpoint_uri)
+        except Conflict as error:
+            log.warning("trial %s: the server refused our lease, dropping it: %s", trial_id, error)
+        except CheckpointError as error:
+            self._fail(lease, f"checkpoint unusable: {error}", retryable=True, checkpoint_invalid=True)
+        except TrainerError as error:
+            self._fail(lease, f"trainer error: {error}", retryable=False)
+        except ServiceUnavailable as error:
+            # The lease will expire and the server requeues the trial: nothing is lost.
+            log.error("trial %s: server unreachable, leaving the trial to lease expiry: %s", trial_id, error)
+        except HpoError as error:
+            log.error("trial %s: the server rejected the result: %s", trial_id, error)
+        except Exception:
+            self._fail(lease, traceback.format_exc(limit=20), retryable=True)
+
+    def _train(self, lease: dict[str, Any], reporter: ApiReporter) -> tuple[dict[str, float], str | None]:
+        trainer = self._trainer_lookup(lease["trainer"]["name"])
+        config = trainer.config_model.model_validate(lease["trainer"]["params"])
+        checkpoint_in = self.store.fetch(lease["checkpoint_in"]) if lease["checkpoint_in"] else None
+        out_dir = self.store.open_for_write(lease["study_id"], lease["trial_id"], lease["budget_to"])
+        request = TrainRequest(
+            trial_id=lease["trial_id"], params=lease["params"], config=config,
+            budget_from=lease["budget_from"], budget_to=lease["budget_to"],
+            checkpoint_in=Path(checkpoint_in) if checkpoint_in else None, checkpoint_out=out_dir,
+            seed=lease["seed"], extra={"attempt": lease["attempt"]},
+        )
+        try:
+            result = trainer.train(request, reporter)
+            reporter.flush()
+        except BaseException:
+            shutil.rmtree(out_dir, ignore_errors=True)  # an unfinished checkpoint is never committed
+            raise
+        uri = None
+        if result.wrote_checkpoint:
+            # Named by the budget actually trained: an early stop at 4 of 9 is stored as budget 4.
+            uri = self.store.commit(out_dir, lease["study_id"], lease["trial_id"], result.budget_done)
+        return result.metrics, uri
+
+    def _fail(self, lease: dict[str, Any], error: str, *, retryable: bool, checkpoint_invalid: bool = False) -> None:
+        log.warning("trial %s failed (%s): %s", lease["trial_id"], "retryable" if retryable else "final",
+                    error.strip().splitlines()[-1] if error.strip() else error)
+        try:
+            self.client.fail(lease["trial_id"], lease["lease_token"], error, retryable=retryable,
+                             checkpoint_invalid=checkpoint_invalid)
+        except Conflict:
+            pass  # the lease was lost meanwhile; the server has already requeued the trial

@@ -1,0 +1,68 @@
+"""`hpo worker`: N worker processes, each running the worker loop.
+
+SIGTERM / Ctrl-C drains: each loop stops after telling the server that its
+running trial should be retried, instead of leaving it to lease expiry.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import sys
+from dataclasses import dataclass
+from types import FrameType
+
+from hpo_service.client import HpoClient
+from hpo_service.workers.checkpoints import store_from_uri
+from hpo_service.workers.loop import WorkerLoop
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    server: str
+    checkpoint_uri: str
+    studies: list[int] | None = None
+    max_trials: int | None = None
+    exit_when_idle: bool = False
+    wait_s: float = 5.0
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(processName)s %(levelname)s %(message)s")
+
+
+def worker_main(options: WorkerOptions) -> int:
+    configure_logging()
+    store = store_from_uri(options.checkpoint_uri)
+    with HpoClient(options.server, retries=8) as client:
+        loop = WorkerLoop(client, store, studies=options.studies, wait_s=options.wait_s)
+
+        def _drain(_signum: int, _frame: FrameType | None) -> None:
+            loop.stop.set()
+
+        signal.signal(signal.SIGTERM, _drain)
+        signal.signal(signal.SIGINT, _drain)
+        loop.run(max_trials=options.max_trials, exit_when_idle=options.exit_when_idle)
+    return 0
+
+
+def run_workers(options: WorkerOptions, concurrency: int) -> int:
+    if concurrency == 1:
+        return worker_main(options)
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=worker_main, args=(options,), name=f"worker-{i}") for i in range(concurrency)]
+    for process in processes:
+        process.start()
+
+    def _forward(signum: int, _frame: FrameType | None) -> None:
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                process.terminate()
+
+    signal.signal(signal.SIGTERM, _forward)
+    signal.signal(signal.SIGINT, _forward)
+    for process in processes:
+        process.join()
+    return max((p.exitcode or 0) for p in processes)
