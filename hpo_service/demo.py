@@ -83,11 +83,13 @@ def _watch(client: HpoClient, study_id: int, timeout: float) -> dict[str, Any]:
             study = client.get_study(study_id)
             line = _progress_line(study, started)
             status.update(line)
-            if not console.is_terminal and line.split("]", 1)[1] != last:
-                console.print(line)  # one line per change when the output is not a terminal
-                last = line.split("]", 1)[1]
+            changed = line.split("]", 1)[1] != last
+            if changed and not console.is_terminal:
+                console.print(line, soft_wrap=True)  # one line per change when not on a terminal
+            last = line.split("]", 1)[1]
             if study["status"] in ("completed", "failed", "cancelled"):
-                console.print(line)
+                if console.is_terminal:
+                    console.print(line, soft_wrap=True)
                 return study
             if time.monotonic() - started > timeout:
                 raise RuntimeError(f"the demo study did not finish within {timeout:.0f} s")

@@ -16,6 +16,7 @@ from hpo_service.domain.space import SearchSpace
 from hpo_service.domain.states import Direction
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+MAX_RUNGS = 10
 SchedulerKind = Literal["hyperband", "asha", "random"]
 SamplerKind = Literal["tpe", "random", "qmc", "gp", "cmaes"]
 
@@ -44,6 +45,12 @@ class SchedulerSpec(_Strict):
         if self.min_budget > self.max_budget:
             raise ValueError(
                 f"min_budget ({self.min_budget}) must be <= max_budget ({self.max_budget})"
+            )
+        # More rungs than this makes Hyperband's first bracket astronomically large (eta**s trials).
+        if self.max_budget / self.min_budget >= float(self.eta) ** (MAX_RUNGS + 1):
+            raise ValueError(
+                f"max_budget/min_budget = {self.max_budget / self.min_budget:g} gives more than {MAX_RUNGS} "
+                f"halvings at eta={self.eta}; raise min_budget or eta"
             )
         return self
 

@@ -29,6 +29,13 @@ When each method is called
 
 None of these raise for well-formed input; a corrupt snapshot raises
 ``ValueError``.
+
+The actions of ``on_result``/``on_lost`` may name trials other than the one
+reported, in other brackets too: synchronous Hyperband decides a whole rung at
+once, and when its promotions use up ``limits.total_budget`` the bracket still
+being filled is cut short and may be decided in the same call. A snapshot is
+only meaningful with the spec and limits that produced it (they are fixed for
+a study's lifetime). Implementations never mutate the snapshot they are given.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ result there or was lost on the way (and, for rung 0, the bracket has created
 all of its trials). Then the best ``max(1, floor(entered / eta))`` results are
 promoted and the rest stopped, in one go. Only the current rung of a bracket can
 be unsettled (nobody enters rung k+1 before rung k is decided), so a bracket's
-bookkeeping is four numbers and the ids of its lost trials.
+bookkeeping is its current rung, how many entered it, its ``n0`` and the ids of
+the trials lost on the way to it.
 
 Snapshot (JSON)::
 

@@ -1,0 +1,85 @@
+"""Real processes for end-to-end tests: `hpo serve` and `hpo worker`, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hpo_service.client import HpoClient
+from hpo_service.errors import ServiceUnavailable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class Processes:
+    """Starts and always cleans up the processes of one test; logs go to the test's tmp folder."""
+
+    def __init__(self, tmp: Path, database_url: str) -> None:
+        self.tmp = tmp
+        self.env = {**os.environ, "HPO_DATABASE_URL": database_url,
+                    "HPO_CHECKPOINT_URI": f"file://{tmp / 'checkpoints'}", "PYTHONUNBUFFERED": "1"}
+        self.running: list[subprocess.Popen[bytes]] = []
+
+    def _start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        with (self.tmp / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
+            process = subprocess.Popen([sys.executable, "-m", "hpo_service.cli", *args], env=self.env,
+                                       stdout=log, stderr=subprocess.STDOUT)
+        self.running.append(process)
+        return process
+
+    def server(self) -> str:
+        port = free_port()
+        process = self._start(f"server-{port}", "serve", "--port", str(port))
+        url = f"http://127.0.0.1:{port}"
+        with HpoClient(url, retries=0) as client:
+            def healthy() -> bool:
+                assert process.poll() is None, f"server exited: {self.log(f'server-{port}')}"
+                try:
+                    return bool(client.health())
+                except ServiceUnavailable:
+                    return False
+            wait_for(healthy, 30, "the server to start")
+        return url
+
+    def worker(self, server: str, name: str) -> subprocess.Popen[bytes]:
+        return self._start(name, "worker", "--server", server)
+
+    def log(self, name: str) -> str:
+        path = self.tmp / f"{name}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def stop_all(self) -> None:
+        for process in self.running:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.running:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def worker_id_of(process: subprocess.Popen[bytes]) -> str:
+    return f"{socket.gethostname()}-{process.pid}"

@@ -1,0 +1,87 @@
+"""Our distributions -> Optuna's: a table of cases, plus what each sampler models."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from optuna import distributions as od
+
+from hpo_service.domain.space import CategoricalDistribution, FloatDistribution, IntDistribution
+from hpo_service.sampling.distributions import MODELLED_TYPES, modelled_params, to_optuna, to_optuna_space
+
+CONVERSIONS = [
+    pytest.param(FloatDistribution(low=0.0, high=1.0), od.FloatDistribution(0.0, 1.0), id="float"),
+    pytest.param(
+        FloatDistribution(low=1e-5, high=1e-1, log=True), od.FloatDistribution(1e-5, 1e-1, log=True), id="float-log"
+    ),
+    pytest.param(
+        FloatDistribution(low=0.0, high=0.5, step=0.1), od.FloatDistribution(0.0, 0.5, step=0.1), id="float-step"
+    ),
+    # 0.5 is not on the 0.15 grid from 0.0: the top of the grid is 0.45, as Optuna would make it.
+    pytest.param(
+        FloatDistribution(low=0.0, high=0.5, step=0.15), od.FloatDistribution(0.0, 0.45, step=0.15),
+        id="float-step-uneven",
+    ),
+    pytest.param(
+        FloatDistribution(low=0.1, high=0.3, step=0.1), od.FloatDistribution(0.1, 0.3, step=0.1),
+        id="float-step-binary-inexact",
+    ),
+    pytest.param(FloatDistribution(low=2.0, high=2.0), od.FloatDistribution(2.0, 2.0), id="float-single"),
+    pytest.param(IntDistribution(low=1, high=10), od.IntDistribution(1, 10), id="int"),
+    pytest.param(IntDistribution(low=2, high=256, log=True), od.IntDistribution(2, 256, log=True), id="int-log"),
+    pytest.param(IntDistribution(low=0, high=12, step=4), od.IntDistribution(0, 12, step=4), id="int-step"),
+    pytest.param(IntDistribution(low=1, high=10, step=4), od.IntDistribution(1, 9, step=4), id="int-step-uneven"),
+    pytest.param(
+        CategoricalDistribution(choices=["adam", "sgd"]), od.CategoricalDistribution(["adam", "sgd"]), id="categorical"
+    ),
+    pytest.param(
+        CategoricalDistribution(choices=[None, True, 3, 0.5, "x"]),
+        od.CategoricalDistribution([None, True, 3, 0.5, "x"]),
+        id="categorical-mixed",
+    ),
+]
+
+
+@pytest.mark.parametrize(("ours", "expected"), CONVERSIONS)
+def test_converts_to_the_equivalent_optuna_distribution(ours: object, expected: od.BaseDistribution) -> None:
+    with warnings.catch_warnings():
+        # Optuna warns when it has to shrink a range to the step grid; we shrink it first.
+        warnings.simplefilter("error")
+        converted = to_optuna(ours)  # type: ignore[arg-type]
+    assert converted == expected
+
+
+def test_space_conversion_keeps_parameter_order() -> None:
+    space = {
+        "z": IntDistribution(low=0, high=3),
+        "a": CategoricalDistribution(choices=["x"]),
+        "m": FloatDistribution(low=0.0, high=1.0),
+    }
+    assert list(to_optuna_space(space)) == ["z", "a", "m"]
+
+
+MIXED_SPACE = {
+    "lr": FloatDistribution(low=1e-5, high=1e-1, log=True),
+    "rank": IntDistribution(low=2, high=64, log=True),
+    "optimizer": CategoricalDistribution(choices=["adam", "sgd"]),
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("tpe", ["lr", "rank", "optimizer"]),
+        ("gp", ["lr", "rank", "optimizer"]),
+        ("qmc", ["lr", "rank", "optimizer"]),
+        # Optuna's CMA-ES has no categorical support: those fall back to random sampling.
+        ("cmaes", ["lr", "rank"]),
+        ("random", []),
+    ],
+)
+def test_modelled_params_per_sampler_kind(kind: str, expected: list[str]) -> None:
+    assert modelled_params(kind, MIXED_SPACE) == expected  # type: ignore[arg-type]
+
+
+def test_every_sampler_kind_has_an_entry() -> None:
+    assert set(MODELLED_TYPES) == {"tpe", "random", "qmc", "gp", "cmaes"}
