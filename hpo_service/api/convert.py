@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hpo_service.api import schemas
-from hpo_service.db.models import Trial
 from hpo_service.orchestration.context import as_utc
 from hpo_service.orchestration.protocol import LeaseGrant
 from hpo_service.orchestration.studies import StudySummary, TrialDetail
@@ -21,7 +22,8 @@ def study_out(summary: StudySummary) -> schemas.StudyOut:
     )
 
 
-def trial_out(trial: Trial) -> schemas.TrialOut:
+def trial_out(trial: Any) -> schemas.TrialOut:
+    """``trial`` is a stored trial row (read by attribute)."""
     out = schemas.TrialOut.model_validate(trial)
     return out.model_copy(update={
         "created_at": as_utc(trial.created_at), "updated_at": as_utc(trial.updated_at),

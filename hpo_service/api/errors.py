@@ -21,7 +21,7 @@ def _describe(error: RequestValidationError) -> str:
     parts = []
     for item in error.errors()[:5]:
         location = ".".join(str(p) for p in item.get("loc", ()) if p not in ("body",))
-        parts.append(f"{location or 'body'}: {item.get('msg', 'invalid')}")
+        parts.append(f"{location + ': ' if location else ''}{str(item.get('msg', 'invalid')).removeprefix('Value error, ')}")
     return "; ".join(parts) or "invalid request"
 
 

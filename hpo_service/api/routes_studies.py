@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from hpo_service.api import schemas
 from hpo_service.api.convert import decision_out, study_out, trial_detail_out, trial_out
 from hpo_service.api.deps import ServicesDep
-from hpo_service.db.repositories import TrialFilter
+from hpo_service.domain.queries import TrialFilter
 from hpo_service.domain.spec import StudySpec
 from hpo_service.domain.states import StudyStatus, TrialState
 

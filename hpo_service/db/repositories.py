@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from hpo_service.db.models import Decision, Report, RungResult, Study, Trial
+from hpo_service.domain.queries import TrialFilter
 from hpo_service.domain.states import StudyStatus, TrialState
 
 IN_FLIGHT = (TrialState.PENDING.value, TrialState.RUNNING.value)
@@ -103,14 +103,6 @@ def expired_trial_ids(session: Session, now: datetime, limit: int = 100) -> list
 def trials_in_state(session: Session, study_id: int, states: Sequence[str]) -> list[Trial]:
     query = select(Trial).where(Trial.study_id == study_id, Trial.state.in_(states)).order_by(Trial.id)
     return list(session.execute(query).scalars())
-
-
-@dataclass(frozen=True)
-class TrialFilter:
-    state: str | None = None
-    bracket: int | None = None
-    rung: int | None = None
-    order: str = "number"  # number | -number | value | -value
 
 
 def list_trials(

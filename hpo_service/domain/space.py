@@ -65,11 +65,12 @@ class CategoricalDistribution(_Dist):
 
     @model_validator(mode="after")
     def _check(self) -> "CategoricalDistribution":
-        seen: list[ParamValue] = []
+        seen: set[tuple[str, str]] = set()
         for choice in self.choices:
-            if choice in seen:
+            key = (type(choice).__name__, repr(choice))  # True and 1 are different choices
+            if key in seen:
                 raise ValueError(f"duplicate choice {choice!r}; list each choice once")
-            seen.append(choice)
+            seen.add(key)
         return self
 
     def contains(self, value: Any) -> bool:

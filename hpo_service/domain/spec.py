@@ -10,13 +10,15 @@ import math
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from hpo_service.domain.space import SearchSpace
 from hpo_service.domain.states import Direction
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 MAX_RUNGS = 10
+_TAGS = {"float", "int", "categorical"}
+_SPACE_ADAPTER: TypeAdapter[SearchSpace] = TypeAdapter(SearchSpace)
 SchedulerKind = Literal["hyperband", "asha", "random"]
 SamplerKind = Literal["tpe", "random", "qmc", "gp", "cmaes"]
 
@@ -99,24 +101,17 @@ class StudySpec(_Strict):
             )
         return name
 
-    @field_validator("search_space")
+    @model_validator(mode="before")
     @classmethod
-    def _check_space(cls, space: SearchSpace | str) -> SearchSpace | str:
-        if isinstance(space, str):
-            if not re.match(r"^[A-Za-z0-9_\-]{1,64}$", space):
-                raise ValueError(
-                    "a named search space is a file name in search_spaces/ without '.yaml' "
-                    "(letters, digits, '_', '-')"
-                )
-            return space
-        if not space:
-            raise ValueError("the search space is empty; give at least one parameter")
-        if len(space) > 256:
-            raise ValueError(f"{len(space)} parameters is more than the limit of 256")
-        for key in space:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$", key):
-                raise ValueError(f"parameter name {key!r} must be an identifier of at most 64 characters")
-        return space
+    def _check_space_first(cls, raw: Any) -> Any:
+        # Checked before field validation: a union error would list both branches
+        # ("dict[...]", "str") and bury the cause.
+        if isinstance(raw, dict) and "search_space" in raw:
+            try:
+                _check_space(raw["search_space"])
+            except ValueError as error:
+                raise ValueError(f"search_space: {error}") from None
+        return raw
 
     @property
     def space(self) -> SearchSpace:
@@ -124,3 +119,30 @@ class StudySpec(_Strict):
         if isinstance(self.search_space, str):
             raise ValueError(f"search space {self.search_space!r} was not resolved")
         return self.search_space
+
+
+def _check_space(space: Any) -> None:
+    if isinstance(space, str):
+        if not re.match(r"^[A-Za-z0-9_\-]{1,64}$", space):
+            raise ValueError(
+                "a named search space is a file name in search_spaces/ without '.yaml' "
+                "(letters, digits, '_', '-')"
+            )
+        return
+    if not isinstance(space, dict):
+        raise ValueError("give a mapping of parameter name -> distribution, or the name of a search space file")
+    if not space:
+        raise ValueError("the search space is empty; give at least one parameter")
+    if len(space) > 256:
+        raise ValueError(f"{len(space)} parameters is more than the limit of 256")
+    for key in space:
+        if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$", key):
+            raise ValueError(f"parameter name {key!r} must be an identifier of at most 64 characters")
+    try:
+        _SPACE_ADAPTER.validate_python(space)
+    except ValidationError as error:
+        first = error.errors()[0]
+        # loc is (param, type-tag, field...); the tag only repeats what 'type' says.
+        loc = [str(part) for i, part in enumerate(first["loc"]) if i != 1 or part not in _TAGS]
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ValueError(f"{'.'.join(loc)}: {message}") from None

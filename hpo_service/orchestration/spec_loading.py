@@ -26,7 +26,7 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> str:
     parts = []
     for item in error.errors()[:5]:
         location = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
-        parts.append(f"{location or 'body'}: {item['msg']}")
+        parts.append(f"{location + ': ' if location else ''}{str(item['msg']).removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from hpo_service.db import repositories as repo
 from hpo_service.db.models import Decision, Report, RungResult, Study, Trial
+from hpo_service.domain.queries import TrialFilter
 from hpo_service.domain.spec import StudySpec
 from hpo_service.domain.states import StudyStatus, TrialState
 from hpo_service.errors import Conflict, NotFound
@@ -114,7 +115,7 @@ class StudyService:
         return self._ctx.run(use_case)
 
     def trials(
-        self, study_id: int, filters: repo.TrialFilter, *, limit: int, offset: int
+        self, study_id: int, filters: TrialFilter, *, limit: int, offset: int
     ) -> tuple[list[Trial], int]:
         def use_case(session: Session) -> tuple[list[Trial], int]:
             load_study(session, study_id)

@@ -15,13 +15,12 @@ import numpy as np
 import optuna
 import pytest
 
-from hpo_service.domain.space import CategoricalDistribution as Cat
-from hpo_service.domain.space import FloatDistribution as Float
-from hpo_service.domain.space import IntDistribution as Int
+from hpo_service.domain.space import CategoricalDistribution as Cat, FloatDistribution as Float, IntDistribution as Int
 from hpo_service.domain.space import SearchSpace, validate_params
 from hpo_service.domain.spec import SamplerSpec
 from hpo_service.errors import InvalidInput
 from hpo_service.sampling import MODEL_KINDS, Observation, Proposer
+from hpo_service.sampling import proposer as proposer_module
 
 SPACE: SearchSpace = {
     "lr": Float(low=1e-5, high=1e-1, log=True),
@@ -37,13 +36,12 @@ ENOUGH = 12
 NEEDS = {"gp": ("torch", "scipy"), "cmaes": ("cmaes",)}
 
 
-def _kind(kind: str) -> Any:
+def _needs(kind: str) -> pytest.MarkDecorator:
     missing = [m for m in NEEDS.get(kind, ()) if importlib.util.find_spec(m) is None]
-    reason = f"sampler {kind!r} needs {missing}: install it to run these cases"
-    return pytest.param(kind, id=kind, marks=pytest.mark.skipif(bool(missing), reason=reason))
+    return pytest.mark.skipif(bool(missing), reason=f"sampler {kind!r} needs {missing}: install it to run these cases")
 
 
-ALL_KINDS = [_kind(k) for k in ("random", "qmc", "tpe", "gp", "cmaes")]
+ALL_KINDS = [pytest.param(kind, id=kind, marks=_needs(kind)) for kind in ("random", "qmc", "tpe", "gp", "cmaes")]
 
 
 def _score(params: dict[str, Any]) -> float:
@@ -52,8 +50,7 @@ def _score(params: dict[str, Any]) -> float:
 
 def _observations(n: int, rung: int = 0, first_seq: int = 1, seed: int = 0) -> list[Observation]:
     source = Proposer(SPACE, SamplerSpec(kind="random"), study_seed=seed)
-    params = [source.propose(i) for i in range(n)]
-    return [Observation(p, rung, 1.0, _score(p), first_seq + i) for i, p in enumerate(params)]
+    return [Observation(p, rung, 1.0, _score(p), first_seq + i) for i, p in enumerate(map(source.propose, range(n)))]
 
 
 def _assert_inside(params: dict[str, Any]) -> None:
@@ -65,7 +62,8 @@ def _assert_inside(params: dict[str, Any]) -> None:
 
 
 def _proposer(kind: str, seed: int = 11, space: SearchSpace = SPACE, n_startup: int = 5) -> Proposer:
-    return Proposer(space, SamplerSpec(kind=kind, n_startup_trials=n_startup), study_seed=seed)  # type: ignore[arg-type]
+    spec = SamplerSpec(kind=kind, n_startup_trials=n_startup)  # type: ignore[arg-type]
+    return Proposer(space, spec, study_seed=seed)
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
@@ -110,9 +108,13 @@ def test_qmc_points_are_indexed_by_trial_number_and_stratified() -> None:
 
 
 LINE: SearchSpace = {"x": Float(low=-2.0, high=2.0)}
+FIVE: SearchSpace = {f"p{i}": Float(low=0.0, high=1.0) for i in range(5)}
 
 
-def _line_obs(xs: list[float], rung: int, optimum: float, first_seq: int) -> list[Observation]:
+def _line_obs(n: int, rung: int = 0, optimum: float = 0.0, first_seq: int = 1, seed: int = 0) -> list[Observation]:
+    """``n`` uniform points on LINE scored by a quadratic with its minimum at ``optimum``."""
+    rng = random.Random(seed)
+    xs = [rng.uniform(-2, 2) for _ in range(n)]
     return [Observation({"x": x}, rung, 1.0, (x - optimum) ** 2, first_seq + i) for i, x in enumerate(xs)]
 
 
@@ -126,11 +128,11 @@ def _line_obs(xs: list[float], rung: int, optimum: float, first_seq: int) -> lis
         ("tpe", LINE, {0: 10, 1: 4, 2: 3}, 1),
         ("tpe", LINE, {0: 10, 2: 4}, 2),
         ("tpe", LINE, {1: 5, 0: 2}, 1),
-        ("tpe", {f"p{i}": Float(low=0.0, high=1.0) for i in range(5)}, {0: 5}, None),
-        ("tpe", {f"p{i}": Float(low=0.0, high=1.0) for i in range(5)}, {0: 6}, 0),
-        ("gp", LINE, {0: 4, 1: 4}, 1),
-        ("cmaes", LINE, {0: 9}, None),
-        ("cmaes", LINE, {0: 10}, 0),
+        ("tpe", FIVE, {0: 5}, None),
+        ("tpe", FIVE, {0: 6}, 0),
+        pytest.param("gp", LINE, {0: 4, 1: 4}, 1, marks=_needs("gp")),
+        pytest.param("cmaes", LINE, {0: 9}, None, marks=_needs("cmaes")),
+        pytest.param("cmaes", LINE, {0: 10}, 0, marks=_needs("cmaes")),
         ("random", LINE, {0: 50}, None),
         ("qmc", LINE, {0: 50}, None),
     ],
@@ -138,82 +140,89 @@ def _line_obs(xs: list[float], rung: int, optimum: float, first_seq: int) -> lis
 def test_rung_choice_is_the_highest_rung_with_enough_observations(
     kind: str, space: SearchSpace, counts: dict[int, int], expected: int | None
 ) -> None:
-    if any(importlib.util.find_spec(m) is None for m in NEEDS.get(kind, ())):
-        pytest.skip(f"sampler {kind!r} needs {NEEDS[kind]}")
     proposer = _proposer(kind, space=space, n_startup=4)
-    seq = 1
     for rung, count in counts.items():
-        params = [{name: 0.5 for name in space} for _ in range(count)]
-        proposer.observe(Observation(p, rung, 1.0, 1.0, seq + i) for i, p in enumerate(params))
-        seq += count
+        proposer.observe(Observation({n: 0.5 for n in space}, rung, 1.0, 1.0, 1000 * rung + i) for i in range(count))
     assert proposer.model_rung == expected
 
 
 def test_tpe_models_the_chosen_rung() -> None:
-    rng = random.Random(3)
     proposer = _proposer("tpe", space=LINE, n_startup=4)
-    proposer.observe(_line_obs([rng.uniform(-2, 2) for _ in range(30)], rung=0, optimum=-1.0, first_seq=1))
-    proposer.observe(_line_obs([rng.uniform(-2, 2) for _ in range(3)], rung=1, optimum=1.0, first_seq=100))
+    proposer.observe(_line_obs(30, rung=0, optimum=-1.0, first_seq=1, seed=1))
+    proposer.observe(_line_obs(3, rung=1, optimum=1.0, first_seq=100, seed=2))
     assert proposer.model_rung == 0
     assert np.mean([proposer.propose(n)["x"] for n in range(10)]) < 0
-    proposer.observe(_line_obs([rng.uniform(-2, 2) for _ in range(7)], rung=1, optimum=1.0, first_seq=200))
+    proposer.observe(_line_obs(7, rung=1, optimum=1.0, first_seq=200, seed=3))
     assert proposer.model_rung == 1
     assert np.mean([proposer.propose(n)["x"] for n in range(10)]) > 0
 
 
 @dataclass
 class _Counts:
-    add_trial: int = 0
-    most_trials_scanned: int = 0
-    trials_scanned: int = 0
+    add_trial: int = 0  # observations added to a rung's Optuna study
+    trials_built: int = 0  # FrozenTrials validated by the proposer (one per observation it keeps)
+    trials_created: int = 0  # trials stored by Optuna (added or asked)
+    most_trials_scanned: int = 0  # the most trials one of Optuna's trial queries visited
 
 
 @contextmanager
 def _counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Counts]:
-    """Counts Optuna operations, so that cost tests never depend on wall-clock time."""
+    """Counts operations, so that cost tests never depend on wall-clock time."""
     counts = _Counts()
-    add_trial, get_all_trials = optuna.Study.add_trial, optuna.storages.InMemoryStorage.get_all_trials
+    storage = optuna.storages.InMemoryStorage
+    add_trial, get_all, create_new_trial = optuna.Study.add_trial, storage.get_all_trials, storage.create_new_trial
 
     def counted_add_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         counts.add_trial += 1
         add_trial(study, trial)
 
-    def counted_get_all_trials(storage: Any, study_id: int, deepcopy: bool = True, states: Any = None) -> Any:
-        scanned = len(get_all_trials(storage, study_id, deepcopy=False))  # every trial the filter visits
-        counts.trials_scanned += scanned
+    def counted_create_trial(**kwargs: Any) -> optuna.trial.FrozenTrial:
+        counts.trials_built += 1
+        return optuna.trial.create_trial(**kwargs)
+
+    def counted_create_new_trial(self: Any, study_id: int, template_trial: Any = None) -> int:
+        counts.trials_created += 1
+        return create_new_trial(self, study_id, template_trial)
+
+    def counted_get_all_trials(self: Any, study_id: int, deepcopy: bool = True, states: Any = None) -> Any:
+        scanned = len(get_all(self, study_id, deepcopy=False))  # every trial the state filter visits
         counts.most_trials_scanned = max(counts.most_trials_scanned, scanned)
-        return get_all_trials(storage, study_id, deepcopy=deepcopy, states=states)
+        return get_all(self, study_id, deepcopy=deepcopy, states=states)
 
     with monkeypatch.context() as patch:
         patch.setattr(optuna.Study, "add_trial", counted_add_trial)
-        patch.setattr(optuna.storages.InMemoryStorage, "get_all_trials", counted_get_all_trials)
+        patch.setattr(proposer_module, "create_trial", counted_create_trial)
+        patch.setattr(storage, "create_new_trial", counted_create_new_trial)
+        patch.setattr(storage, "get_all_trials", counted_get_all_trials)
         yield counts
 
 
-def _request_cost(kind: str, history: int, monkeypatch: pytest.MonkeyPatch) -> _Counts:
-    rng = random.Random(0)
-    observations = _line_obs([rng.uniform(-2, 2) for _ in range(history + 1)], rung=0, optimum=0.0, first_seq=1)
+def _request_cost(kind: str, history: int, monkeypatch: pytest.MonkeyPatch, propose: bool = True) -> _Counts:
+    """Operations of one API request after ``history`` observations: load the new row, propose."""
+    observations = _line_obs(history + 1)
     proposer = _proposer(kind, space=LINE)
     proposer.observe(observations[:-1])
     with _counting(monkeypatch) as counts:
-        proposer.observe(observations)  # the caller may resend old rows: only the new one counts
-        proposer.propose(history)
+        proposer.observe(observations[-1:])
+        if propose:
+            proposer.propose(history)
     return counts
 
 
 def test_random_request_cost_does_not_grow_with_history(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _request_cost("random", 50, monkeypatch) == _request_cost("random", 5000, monkeypatch)
+    small, large = _request_cost("random", 50, monkeypatch), _request_cost("random", 5000, monkeypatch)
+    assert small == large == _Counts(trials_built=1, trials_created=1)  # validate the new row; ask once
 
 
-def test_tpe_observe_of_one_new_observation_adds_one_trial(monkeypatch: pytest.MonkeyPatch) -> None:
-    counts = _request_cost("tpe", 5000, monkeypatch)
-    assert counts.add_trial == 1
+def test_tpe_observe_of_one_new_observation_after_5000_is_one_add_trial(monkeypatch: pytest.MonkeyPatch) -> None:
+    large = _request_cost("tpe", 5000, monkeypatch, propose=False)
+    assert large == _request_cost("tpe", 50, monkeypatch, propose=False)
+    assert large == _Counts(add_trial=1, trials_built=1, trials_created=1)
 
 
 def test_failed_asks_are_compacted_away(monkeypatch: pytest.MonkeyPatch) -> None:
     proposer = _proposer("tpe", space=LINE)
-    rng = random.Random(0)
-    proposer.observe(_line_obs([rng.uniform(-2, 2) for _ in range(20)], rung=0, optimum=0.0, first_seq=1))
+    proposer.observe(_line_obs(20))
     with _counting(monkeypatch) as counts:
         for number in range(150):
             proposer.propose(number)
@@ -236,13 +245,8 @@ def test_observe_adds_only_unseen_observations(monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.parametrize(
     ("change", "score"),
-    [
-        ({"lr": 1.0}, 1.0),  # outside the range
-        ({"optimizer": "adamw"}, 1.0),  # not a choice
-        ({"width": None}, 1.0),  # wrong type
-        ({}, math.nan),
-        ({}, math.inf),
-    ],
+    [({"lr": 1.0}, 1.0), ({"optimizer": "adamw"}, 1.0), ({"width": None}, 1.0), ({}, math.nan), ({}, math.inf)],
+    ids=["out-of-range", "not-a-choice", "wrong-type", "nan", "inf"],
 )
 def test_unusable_observations_are_skipped_and_remembered(change: dict[str, Any], score: float) -> None:
     proposer = _proposer("tpe")
@@ -269,12 +273,11 @@ def test_concurrent_observers_add_each_observation_once(monkeypatch: pytest.Monk
 # False-failure rate: with observation seeds 0..999 (60 observations, 20 proposals each)
 # the model lost to random 0 times for tpe and for cmaes, so the rate is below 0.3%
 # (rule of three, 95%). The seed here is fixed, so this test is deterministic.
-@pytest.mark.parametrize("kind", [_kind("tpe"), _kind("cmaes")])
+@pytest.mark.parametrize("kind", [pytest.param(kind, marks=_needs(kind)) for kind in ("tpe", "cmaes")])
 def test_model_beats_random_on_a_quadratic(kind: str) -> None:
     def mean_distance(sampler: str, seed: int = 0) -> float:
-        rng = random.Random(seed)
         proposer = Proposer(LINE, SamplerSpec(kind=sampler, seed=seed), study_seed=0)  # type: ignore[arg-type]
-        proposer.observe(_line_obs([rng.uniform(-2, 2) for _ in range(60)], rung=0, optimum=0.3, first_seq=1))
+        proposer.observe(_line_obs(60, optimum=0.3, seed=seed))
         return float(np.mean([abs(proposer.propose(1000 + n)["x"] - 0.3) for n in range(20)]))
 
     assert mean_distance(kind) < mean_distance("random")
