@@ -57,6 +57,12 @@ def server_version(admin: str) -> str:
     return str(row[0]) if row else "?"
 
 
+def database_name(url: str) -> str:
+    from tests.support.postgres import database_name as _name
+
+    return _name(url)
+
+
 def redact(url: str) -> str:
     from tests.support.postgres import redact as _redact
 
@@ -159,7 +165,7 @@ def process_cpu_seconds(pid: int) -> float:
 
 def postgres_cpu_seconds(database: str) -> float:
     """CPU seconds of the PostgreSQL backends connected to ``database`` (found by their process title,
-    `postgres: USER DATABASE HOST ...`; the server must be on this machine, else 0.0).
+    `postgres: [CLUSTER:] USER DATABASE HOST ...`; the server must be on this machine, else 0.0).
 
     Only backends: the server's shared processes (WAL writer, checkpointer) also work for other
     databases on the server. Backends that exit between two readings take their time with them, so
@@ -177,7 +183,7 @@ def postgres_cpu_seconds(database: str) -> float:
             title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
         except OSError:
             continue
-        if len(title) >= 3 and title[0] == "postgres:" and title[2] == database:
+        if title and title[0] == "postgres:" and database in title[1:5]:
             total += process_cpu_seconds(int(entry.name))
     return total
 

@@ -210,7 +210,10 @@ class RunResult:
     stopped: int
     errors: int
     first_error: str | None
-    cpu: dict[str, float] = field(default_factory=dict)
+    finished_all: int = 0  # finished, the ones after the bell included (for reports/trial)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process group over cpu_span
+    cpu_span: float = 0.0
+    machine_busy: float = 0.0  # CPU seconds of everything on the machine over cpu_span
     extra: dict[str, Any] = field(default_factory=dict)
     cap_reached: bool = False
 
@@ -220,7 +223,7 @@ class RunResult:
 
 
 def run_workers(base_cfg: dict[str, Any], workers: int, seconds: float, trials: int, label: str,
-                watch_pids: dict[str, int], progress_every: float) -> RunResult:
+                watch_pids: dict[str, int], database: str, progress_every: float) -> RunResult:
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(workers + 1)
     claimed = ctx.Value("q", 0)
@@ -243,7 +246,8 @@ def run_workers(base_cfg: dict[str, Any], workers: int, seconds: float, trials: 
             pass  # a worker's setup failed: its result below says why
         t0 = time.monotonic()
         cpu0 = {name: common.process_cpu_seconds(pid) for name, pid in watch_pids.items()}
-        pg0 = common.postgres_cpu_seconds()
+        pg0 = common.postgres_cpu_seconds(database)
+        busy0 = common.machine_busy_seconds()
         next_progress = t0 + progress_every
         while len(outs) < workers:
             try:
@@ -259,7 +263,9 @@ def run_workers(base_cfg: dict[str, Any], workers: int, seconds: float, trials: 
                 print(f"    {now - t0:6.0f} s: {done.value} trials", file=sys.stderr, flush=True)
                 next_progress += progress_every
         cpu = {name: common.process_cpu_seconds(pid) - cpu0[name] for name, pid in watch_pids.items()}
-        cpu["postgres (all backends)"] = common.postgres_cpu_seconds() - pg0
+        cpu["postgres"] = common.postgres_cpu_seconds(database) - pg0
+        busy = common.machine_busy_seconds() - busy0
+        span = time.monotonic() - t0
         for process in processes:
             process.join(timeout=30)
     finally:
@@ -280,9 +286,10 @@ def run_workers(base_cfg: dict[str, Any], workers: int, seconds: float, trials: 
     else:
         stamps = [t for t in stamps if t <= seconds]  # a trial in flight at the bell does not count
         elapsed = float(seconds)
-    cpu["workers (sum)"] = sum(o["cpu_s"] for o in outs)
+    cpu["workers"] = sum(o["cpu_s"] for o in outs)
     errors = sum(o["errors"] for o in outs)
     return RunResult(
+        finished_all=sum(len(o["times"]) for o in outs), cpu_span=span, machine_busy=busy,
         system=label, workers=workers, trials=len(stamps), seconds=elapsed, times=stamps,
         reports=sum(o["reports"] for o in outs), pruned=sum(o["pruned"] for o in outs),
         stopped=sum(o["stopped"] for o in outs), errors=errors,
@@ -313,10 +320,13 @@ def run_ours(admin: str, workers: int, seconds: float, trials: int, seed: int, l
             try:
                 result = run_workers({"system": "ours", "server": server.url, "study_id": study["id"]},
                                      workers, seconds, trials, "hpo-service", {"server": server.pid},
-                                     progress_every)
+                                     common.database_name(url), progress_every)
             finally:
-                if spy is not None:
-                    common.stop_process(spy, timeout=60)
+                if spy is not None:  # py-spy writes its output on SIGINT (SIGTERM loses it)
+                    spy.send_signal(signal.SIGINT)
+                    with contextlib.suppress(Exception):
+                        spy.wait(timeout=60)
+                    common.stop_process(spy)
             with HpoClient(server.url) as client:
                 final = client.get_study(study["id"])
             result.extra["trial_counts"] = final["trial_counts"]
@@ -341,7 +351,8 @@ def run_optuna(admin: str, workers: int, seconds: float, trials: int, seed: int,
                             pruner=HyperbandPruner(min_resource=1, max_resource=STEPS, reduction_factor=3))
         storage.engine.dispose()
         cfg = {"system": "optuna", "storage": url, "study_name": name, "seed": seed, "space": search_space()}
-        return run_workers(cfg, workers, seconds, trials, "optuna", {}, progress_every)
+        return run_workers(cfg, workers, seconds, trials, "optuna", {}, common.database_name(url),
+                           progress_every)
 
 
 def _start_profiler(pid: int, directory: Path, workers: int) -> Any:
@@ -373,7 +384,7 @@ def summary_rows(runs: list[RunResult]) -> list[list[str]]:
         full, _ = common.window_rates(r.times, WINDOW)
         flat = f"{full[-1].rate / full[0].rate:.2f}" if len(full) >= 2 else "n/a"
         rows.append([r.system, r.workers, f"{r.trials:,}", f"{r.seconds:.1f}", fmt_rate(r.rate), ratio,
-                     f"{r.reports / max(1, r.trials):.1f}", f"{r.pruned:,}", flat, r.errors])
+                     f"{r.reports / max(1, r.finished_all + r.stopped):.1f}", f"{r.pruned:,}", flat, r.errors])
     return rows
 
 
@@ -390,14 +401,46 @@ def window_rows(run: RunResult) -> list[list[str]]:
     return rows
 
 
+CPU_HEADERS = ["system", "workers", "server", "postgres", "workers", "all of this run", "rest of machine",
+               "CPU ms/trial"]
+
+
 def cpu_rows(runs: list[RunResult]) -> list[list[str]]:
+    """Cores used (CPU seconds / wall seconds) per process group, and CPU milliseconds per finished trial."""
     rows = []
     for r in runs:
-        parts = [f"{name} {seconds:.0f} s ({seconds / r.seconds:.2f} cores)" for name, seconds in r.cpu.items()
-                 if r.seconds > 0]
-        per_trial = sum(r.cpu.values()) / max(1, r.trials) * 1000
-        rows.append([r.system, r.workers, "; ".join(parts), f"{per_trial:.1f}"])
+        span = r.cpu_span or 1.0
+        cores = {name: seconds / span for name, seconds in r.cpu.items()}
+        ours = sum(r.cpu.values())
+        rows.append([r.system, r.workers, f"{cores['server']:.2f}" if "server" in cores else "-",
+                     f"{cores.get('postgres', 0):.2f}", f"{cores.get('workers', 0):.2f}", f"{ours / span:.2f}",
+                     f"{max(0.0, r.machine_busy - ours) / span:.2f}",
+                     f"{ours / max(1, r.finished_all) * 1000:.1f}"])
     return rows
+
+
+def goal_lines(runs: list[RunResult], args: argparse.Namespace) -> list[str]:
+    """The issue's goal: >= 10x Optuna's trials/s at 4 and 16 workers; flat from the first 1,000 trials to 100,000."""
+    ours = {r.workers: r for r in runs if r.system == "hpo-service"}
+    theirs = {r.workers: r for r in runs if r.system == "optuna"}
+    lines = []
+    for workers in (4, 16):
+        if workers in ours and workers in theirs and theirs[workers].rate > 0:
+            ratio = ours[workers].rate / theirs[workers].rate
+            lines.append(f"10x Optuna at {workers} workers: {'met' if ratio >= 10 else 'NOT met'} ({ratio:.2f}x)")
+        else:
+            lines.append(f"10x Optuna at {workers} workers: not measured in this run")
+    for r in runs:
+        if r.system != "hpo-service":
+            continue
+        full, _ = common.window_rates(r.times, WINDOW)
+        if len(full) < 2:
+            continue
+        first, last, low = full[0].rate, full[-1].rate, min(w.rate for w in full)
+        reach = f"to {r.trials:,} trials" + ("" if r.trials >= 100_000 else " (the goal is 100,000: use --long)")
+        lines.append(f"flat, {r.workers} workers, {reach}: last window {last / first:.2f} and slowest window "
+                     f"{low / first:.2f} of the first window's rate")
+    return lines
 
 
 def environment(admin: str) -> dict[str, str]:
@@ -456,9 +499,14 @@ def write_markdown(path: Path, args: argparse.Namespace, command: str, env: dict
         "",
         "### Where the CPU went (during the timed part)",
         "",
-        common.md_table(["system", "workers", "CPU seconds", "CPU ms/trial"], cpu_rows(runs), "lrlr"),
+        "Cores busy (CPU seconds / wall seconds) per process group: the server process, the PostgreSQL "
+        "backends serving this run's database, the worker processes; `rest of machine` is everything else "
+        "busy on the machine at the time (PostgreSQL's shared processes, anything else running).",
+        "",
+        common.md_table(CPU_HEADERS, cpu_rows(runs)),
         "",
     ]
+    lines += ["### Against the goal", ""] + [f"- {g}" for g in goal_lines(runs, args)] + [""]
     if chart is not None:
         lines += [f"![trials/s per window]({chart.name})", ""]
     lines += [f"### Trials/s per window of {WINDOW:,} trials", ""]
@@ -605,10 +653,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(common.text_table(SUMMARY_HEADERS, summary_rows(runs)))
     print()
-    print(common.text_table(["system", "workers", "CPU seconds", "CPU ms/trial"], cpu_rows(runs)))
+    print(common.text_table(CPU_HEADERS, cpu_rows(runs)))
     for r in runs:
         print(f"\n{r.system}, {r.workers} workers: trials/s per window of {WINDOW:,}")
         print(common.text_table(["trials", "seconds", "trials/s"], window_rows(r)) if r.times else "(none)")
+    for line in goal_lines(runs, args):
+        print(f"\ngoal: {line}")
     for note in notes:
         print(f"\nnote: {note}")
 

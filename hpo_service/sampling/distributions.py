@@ -1,12 +1,16 @@
 """Convert our search-space distributions to Optuna's, and say what each sampler models.
 
 Our domain types are validated pydantic models that know nothing about Optuna;
-this is the one place the two meet.
+this is the one place the two meet. Optuna sees a categorical parameter as the
+index of its choice: Optuna finds a choice with ``list.index`` (that is, ``==``),
+so True, 1 and 1.0, distinct choices in our spaces, would collapse into one.
+``encode_params``/``decode_params`` translate between the two forms.
 """
 
 from __future__ import annotations
 
 import decimal
+from typing import Any
 
 from optuna import distributions as od
 
@@ -33,7 +37,7 @@ MODELLED_TYPES: dict[SamplerKind, tuple[type, ...]] = {
 
 
 def to_optuna(dist: DomainDistribution) -> od.BaseDistribution:
-    """The Optuna distribution that samples exactly the values ``dist`` allows."""
+    """The Optuna distribution of ``dist``'s values (of its choice indices if categorical)."""
     if isinstance(dist, FloatDistribution):
         high = dist.high if dist.step is None else _float_high_on_grid(dist.low, dist.high, dist.step)
         return od.FloatDistribution(dist.low, high, log=dist.log, step=dist.step)
@@ -44,7 +48,7 @@ def to_optuna(dist: DomainDistribution) -> od.BaseDistribution:
         high = dist.low + (dist.high - dist.low) // dist.step * dist.step
         return od.IntDistribution(dist.low, high, log=dist.log, step=dist.step)
     if isinstance(dist, CategoricalDistribution):
-        return od.CategoricalDistribution(list(dist.choices))
+        return od.CategoricalDistribution(list(range(len(dist.choices))))
     raise TypeError(f"unsupported distribution {dist!r}")
 
 
@@ -53,9 +57,42 @@ def to_optuna_space(space: SearchSpace) -> dict[str, od.BaseDistribution]:
     return {name: to_optuna(dist) for name, dist in space.items()}
 
 
+def encode_params(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as ``to_optuna_space(space)`` samples them; extra keys are dropped.
+
+    Raises KeyError for a missing parameter and ValueError for a value that is not a choice.
+    """
+    encoded: dict[str, Any] = {}
+    for name, dist in space.items():
+        value = params[name]
+        encoded[name] = _choice_index(dist, value) if isinstance(dist, CategoricalDistribution) else value
+    return encoded
+
+
+def decode_params(space: SearchSpace, internal: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of ``encode_params``: the exact choice objects, in the space's order."""
+    decoded: dict[str, Any] = {}
+    for name, dist in space.items():
+        value = internal[name]
+        decoded[name] = dist.choices[value] if isinstance(dist, CategoricalDistribution) else value
+    return decoded
+
+
 def modelled_params(kind: SamplerKind, space: SearchSpace) -> list[str]:
     """Names of the parameters ``kind`` models; the rest are sampled at random."""
     return [name for name, dist in space.items() if isinstance(dist, MODELLED_TYPES[kind])]
+
+
+def _choice_index(dist: CategoricalDistribution, value: Any) -> int:
+    # Same type and repr first (the domain's notion of distinct choices); else the
+    # first equal choice, in case a storage layer turned 1.0 into 1.
+    keys = [(type(choice), repr(choice)) for choice in dist.choices]
+    if (type(value), repr(value)) in keys:
+        return keys.index((type(value), repr(value)))
+    for index, choice in enumerate(dist.choices):
+        if choice == value:
+            return index
+    raise ValueError(f"{value!r} is not one of the choices {dist.choices!r}")
 
 
 def _float_high_on_grid(low: float, high: float, step: float) -> float:

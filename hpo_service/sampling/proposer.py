@@ -43,9 +43,9 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from hpo_service.domain.space import SearchSpace
-from hpo_service.domain.spec import SamplerSpec
+from hpo_service.domain.spec import SamplerKind, SamplerSpec
 from hpo_service.errors import InvalidInput
-from hpo_service.sampling.distributions import to_optuna_space
+from hpo_service.sampling.distributions import decode_params, encode_params, to_optuna_space
 from hpo_service.sampling.observations import Observation
 
 _logger = logging.getLogger(__name__)
@@ -58,6 +58,20 @@ _CMA_MIN_OBSERVATIONS = 10
 # Failed asked trials stay in a rung's study; rebuild it once they outnumber its
 # observations so that they cost at most a constant factor (amortised O(1) per ask).
 _COMPACT_MIN_FAILED = 64
+
+
+def ensure_sampler_available(kind: SamplerKind) -> None:
+    """Raise ``InvalidInput`` if ``kind`` needs a package this process lacks.
+
+    Call it when a study is created, so that a missing package is the submitter's
+    422 then rather than a failure at the first proposal; ``Proposer`` calls it too.
+    """
+    for module in _REQUIRED_MODULES.get(kind, ()):
+        if importlib.util.find_spec(module) is None:
+            raise InvalidInput(
+                f"sampler {kind!r} needs the Python package {module!r}, which this server "
+                "does not have; choose another sampler kind or install it"
+            )
 
 
 class _Rung:
@@ -76,26 +90,18 @@ class Proposer:
     def __init__(self, space: SearchSpace, sampler: SamplerSpec, study_seed: int) -> None:
         if not space:
             raise ValueError("the search space is empty")
+        ensure_sampler_available(sampler.kind)
         _quiet_study_creation()
-        for module in _REQUIRED_MODULES.get(sampler.kind, ()):
-            if importlib.util.find_spec(module) is None:
-                raise InvalidInput(
-                    f"sampler {sampler.kind!r} needs the Python package {module!r}, which this "
-                    "server does not have; choose another sampler kind or install it"
-                )
         # An explicit spec seed wins so that a user can reproduce a study exactly.
         self._seed = sampler.seed if sampler.seed is not None else study_seed
         if self._seed < 0:
             raise ValueError(f"seed must be >= 0, got {self._seed}")
         self._kind = sampler.kind
         self._n_startup = sampler.n_startup_trials
-        self._names = list(space)
+        self._domain_space = dict(space)
         self._space = to_optuna_space(space)
-        self._cma_space = {
-            name: dist
-            for name, dist in self._space.items()
-            if not isinstance(dist, OptunaCategorical) and not dist.single()
-        }
+        numeric = {n: d for n, d in self._space.items() if not isinstance(d, OptunaCategorical)}
+        self._cma_space = {name: dist for name, dist in numeric.items() if not dist.single()}
         self._min_observations = max(sampler.n_startup_trials, len(space) + 1)
         if self._kind == "cmaes":
             self._min_observations = max(self._min_observations, _CMA_MIN_OBSERVATIONS)
@@ -103,11 +109,8 @@ class Proposer:
         self._models = self._kind in MODEL_KINDS and (self._kind != "cmaes" or bool(self._cma_space))
         # QMC and CMA-ES infer their search space from a completed trial; this one is
         # never used as an observation (CMA-ES reads source_trials, QMC only distributions).
-        self._template = create_trial(
-            params={name: _any_value(dist) for name, dist in self._space.items()},
-            distributions=self._space,
-            value=0.0,
-        )
+        template_params = {name: _any_value(dist) for name, dist in self._space.items()}
+        self._template = create_trial(params=template_params, distributions=self._space, value=0.0)
         self._rungs: dict[int, _Rung] = {}
         self._seen: set[int] = set()
         self._last_seq = -1
@@ -165,7 +168,7 @@ class Proposer:
                 params = _ask_once(_new_study(self._cma_sampler(rung, seed), self._template), self._space)
             else:
                 params = self._ask_rung_study(self._rungs[rung], seed)
-        return {name: params[name] for name in self._names}
+        return decode_params(self._domain_space, params)
 
     # --- internals --------------------------------------------------------------
 
@@ -179,7 +182,7 @@ class Proposer:
         try:
             if not math.isfinite(obs.score):
                 raise ValueError(f"score {obs.score} is not finite")
-            params = {name: obs.params[name] for name in self._names}
+            params = encode_params(self._domain_space, obs.params)
             trial = create_trial(params=params, distributions=self._space, value=obs.score)
         except (KeyError, TypeError, ValueError) as exc:
             # One bad row must not stop a study's proposals forever; it is counted instead.
@@ -193,22 +196,15 @@ class Proposer:
         if rung.study is not None:
             rung.study.add_trial(trial)
         if self._kind == "cmaes" and self._cma_space:
-            rung.cma_trials.append(
-                create_trial(
-                    params={name: params[name] for name in self._cma_space},
-                    distributions=self._cma_space,
-                    value=obs.score,
-                )
-            )
+            numeric = {name: params[name] for name in self._cma_space}
+            rung.cma_trials.append(create_trial(params=numeric, distributions=self._cma_space, value=obs.score))
         return True
 
     def _ask_rung_study(self, rung: _Rung, seed: int) -> dict[str, Any]:
         assert rung.study is not None
         if self._kind == "gp":
             # Fallback messages would repeat on every proposal; MODELLED_TYPES documents them.
-            rung.study.sampler = GPSampler(
-                seed=seed, n_startup_trials=self._n_startup, warn_independent_sampling=False
-            )
+            rung.study.sampler = GPSampler(seed=seed, n_startup_trials=self._n_startup, warn_independent_sampling=False)
         else:
             # No pending trials ever sit in this study, so the constant liar has nothing to do.
             rung.study.sampler = TPESampler(seed=seed, n_startup_trials=self._n_startup, constant_liar=False)
@@ -225,12 +221,8 @@ class Proposer:
         # generation); trials added from the database carry no tag, so it would sample
         # its initial Gaussian forever. Warm-starting from the rung's observations
         # (WS-CMA-ES, Nomura et al. 2021) fits that Gaussian to the best 10% instead.
-        return CmaEsSampler(
-            seed=seed,
-            n_startup_trials=1,
-            source_trials=self._rungs[rung].cma_trials,
-            warn_independent_sampling=False,
-        )
+        source = self._rungs[rung].cma_trials
+        return CmaEsSampler(seed=seed, n_startup_trials=1, source_trials=source, warn_independent_sampling=False)
 
 
 class _IndexedQMCSampler(QMCSampler):

@@ -19,7 +19,7 @@ from hpo_service.domain.space import CategoricalDistribution as Cat, FloatDistri
 from hpo_service.domain.space import SearchSpace, validate_params
 from hpo_service.domain.spec import SamplerSpec
 from hpo_service.errors import InvalidInput
-from hpo_service.sampling import MODEL_KINDS, Observation, Proposer
+from hpo_service.sampling import MODEL_KINDS, Observation, Proposer, ensure_sampler_available
 from hpo_service.sampling import proposer as proposer_module
 
 SPACE: SearchSpace = {
@@ -45,7 +45,7 @@ ALL_KINDS = [pytest.param(kind, id=kind, marks=_needs(kind)) for kind in ("rando
 
 
 def _score(params: dict[str, Any]) -> float:
-    return (math.log10(params["lr"]) + 3) ** 2 + (params["dropout"] - 0.3) ** 2 + (params["optimizer"] != "adam")
+    return float((math.log10(params["lr"]) + 3) ** 2 + (params["dropout"] - 0.3) ** 2 + (params["optimizer"] != "adam"))
 
 
 def _observations(n: int, rung: int = 0, first_seq: int = 1, seed: int = 0) -> list[Observation]:
@@ -286,8 +286,9 @@ def test_model_beats_random_on_a_quadratic(kind: str) -> None:
 def test_a_missing_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "cmaes" else find_spec(name))
-    with pytest.raises(InvalidInput, match="'cmaes'"):
-        _proposer("cmaes")
+    for attempt in (lambda: ensure_sampler_available("cmaes"), lambda: _proposer("cmaes")):
+        with pytest.raises(InvalidInput, match="'cmaes'"):
+            attempt()
 
 
 @pytest.mark.parametrize(

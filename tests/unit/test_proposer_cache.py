@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import pytest
 
-from hpo_service.domain.space import FloatDistribution
+from hpo_service.domain.space import FloatDistribution, SearchSpace
 from hpo_service.domain.spec import SamplerSpec
 from hpo_service.sampling import Observation, Proposer, ProposerCache
 
-SPACE = {"x": FloatDistribution(low=0.0, high=1.0)}
+SPACE: SearchSpace = {"x": FloatDistribution(low=0.0, high=1.0)}
 
 
 class _Factory:
