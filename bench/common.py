@@ -57,6 +57,29 @@ def server_version(admin: str) -> str:
     return str(row[0]) if row else "?"
 
 
+PG_STAT_COLUMNS = ("sessions", "xact_commit", "xact_rollback", "active_time", "tup_inserted", "tup_updated",
+                   "tup_returned", "blks_hit", "blks_read")
+
+
+def database_stats(admin: str, database: str) -> dict[str, float]:
+    """Cumulative counters of one database from pg_stat_database (PostgreSQL 14+ for sessions and
+    active_time; missing columns read 0). Backends flush them at most once a second and when they
+    exit, so read them after the connections closed for exact totals."""
+    import psycopg
+
+    from tests.support.postgres import libpq_url
+
+    with psycopg.connect(libpq_url(admin), autocommit=True, connect_timeout=10) as conn:
+        have = {row[0] for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'pg_stat_database'")}
+        columns = [c for c in PG_STAT_COLUMNS if c in have]
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(f"SELECT {', '.join(columns)} FROM pg_stat_database WHERE datname = %s",
+                           (database,)).fetchone()
+    values = dict(zip(columns, row)) if row else {}
+    return {c: float(values.get(c) or 0) for c in PG_STAT_COLUMNS}
+
+
 def database_name(url: str) -> str:
     from tests.support.postgres import database_name as _name
 
@@ -90,6 +113,27 @@ def db_upgrade(url: str) -> None:
         raise RuntimeError(f"hpo db upgrade failed ({result.returncode}): {result.stdout}{result.stderr}")
 
 
+def bootstrap_token(url: str, directory: Path) -> str | None:
+    """An admin token made with `hpo db bootstrap-token` (as a user sets up a server), or None when
+    this version of hpo-service has no such command (no authentication)."""
+    path = directory / "bench-admin-token"
+    result = subprocess.run(hpo_command("db", "bootstrap-token", "--database-url", url, "--name", "bench",
+                                        "--out", str(path)),
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        if "No such command" in result.stdout + result.stderr:
+            return None
+        raise RuntimeError(f"hpo db bootstrap-token failed ({result.returncode}): {result.stdout}{result.stderr}")
+    return path.read_text().strip()
+
+
+def client(server: str, token: str | None, **kwargs: Any) -> Any:
+    """An HpoClient, with the token when there is one (older clients take no `token`)."""
+    from hpo_service.client import HpoClient
+
+    return HpoClient(server, token=token, **kwargs) if token else HpoClient(server, **kwargs)
+
+
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
@@ -114,7 +158,8 @@ def hpo_server(database_url: str, log_path: Path, start_timeout: float = 60.0) -
     from hpo_service.errors import ServiceUnavailable
 
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # An admin token the server may create on first start goes next to its log, not into ./.hpo.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HPO_TOKEN_FILE": str(log_path.with_suffix(".token"))}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             hpo_command("serve", "--port", str(port), "--database-url", database_url),

@@ -77,9 +77,7 @@ class OursWorker:
     """hpo-service's worker protocol, done directly with HpoClient (no trainer runs)."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
-        from hpo_service.client import HpoClient
-
-        self.client = HpoClient(cfg["server"], timeout=120.0)
+        self.client = common.client(cfg["server"], cfg["token"], timeout=120.0)
         self.client.health()  # open the keep-alive connection before the clock starts
         self.worker_id = f"bench-{os.getpid()}"
         self.study_id = cfg["study_id"]
@@ -300,10 +298,9 @@ def run_workers(base_cfg: dict[str, Any], workers: int, seconds: float, trials: 
 
 def run_ours(admin: str, workers: int, seconds: float, trials: int, seed: int, logs: Path,
              progress_every: float, profile: Path | None) -> RunResult:
-    from hpo_service.client import HpoClient
-
     with common.throwaway_database(admin) as url:
         common.db_upgrade(url)
+        token = common.bootstrap_token(url, logs)
         with common.hpo_server(url, logs / f"server-{workers}w.log") as server:
             spec = {
                 "name": f"bench-overhead-{workers}w",
@@ -314,11 +311,14 @@ def run_ours(admin: str, workers: int, seconds: float, trials: int, seed: int, l
                 "trainer": {"name": "synthetic", "params": {}},
                 "limits": {"max_trials": trials},
             }
-            with HpoClient(server.url) as client:
+            with common.client(server.url, token) as client:
                 study = client.create_study(spec)
+            database = common.database_name(url)
+            pg_before = common.database_stats(admin, database)
             spy = _start_profiler(server.pid, profile, workers) if profile else None
             try:
-                result = run_workers({"system": "ours", "server": server.url, "study_id": study["id"]},
+                result = run_workers({"system": "ours", "server": server.url, "token": token,
+                                      "study_id": study["id"]},
                                      workers, seconds, trials, "hpo-service", {"server": server.pid},
                                      common.database_name(url), progress_every)
             finally:
@@ -327,12 +327,19 @@ def run_ours(admin: str, workers: int, seconds: float, trials: int, seed: int, l
                     with contextlib.suppress(Exception):
                         spy.wait(timeout=60)
                     common.stop_process(spy)
-            with HpoClient(server.url) as client:
+            with common.client(server.url, token) as client:
                 final = client.get_study(study["id"])
             result.extra["trial_counts"] = final["trial_counts"]
             if "ERROR" in server.log_tail(100_000) or "Traceback" in server.log_tail(100_000):
                 result.extra["server_log"] = server.log_tail(2000)
+        result.extra["pg"] = _pg_delta(admin, database, pg_before)  # the server has closed its connections
     return result
+
+
+def _pg_delta(admin: str, database: str, before: dict[str, float]) -> dict[str, float]:
+    time.sleep(0.5)  # exiting backends flush their statistics
+    after = common.database_stats(admin, database)
+    return {key: after[key] - before[key] for key in after}
 
 
 def run_optuna(admin: str, workers: int, seconds: float, trials: int, seed: int,
@@ -351,8 +358,11 @@ def run_optuna(admin: str, workers: int, seconds: float, trials: int, seed: int,
                             pruner=HyperbandPruner(min_resource=1, max_resource=STEPS, reduction_factor=3))
         storage.engine.dispose()
         cfg = {"system": "optuna", "storage": url, "study_name": name, "seed": seed, "space": search_space()}
-        return run_workers(cfg, workers, seconds, trials, "optuna", {}, common.database_name(url),
-                           progress_every)
+        database = common.database_name(url)
+        pg_before = common.database_stats(admin, database)
+        result = run_workers(cfg, workers, seconds, trials, "optuna", {}, database, progress_every)
+        result.extra["pg"] = _pg_delta(admin, database, pg_before)  # the workers have exited
+        return result
 
 
 def _start_profiler(pid: int, directory: Path, workers: int) -> Any:
@@ -384,12 +394,13 @@ def summary_rows(runs: list[RunResult]) -> list[list[str]]:
         full, _ = common.window_rates(r.times, WINDOW)
         flat = f"{full[-1].rate / full[0].rate:.2f}" if len(full) >= 2 else "n/a"
         rows.append([r.system, r.workers, f"{r.trials:,}", f"{r.seconds:.1f}", fmt_rate(r.rate), ratio,
-                     f"{r.reports / max(1, r.finished_all + r.stopped):.1f}", f"{r.pruned:,}", flat, r.errors])
+                     f"{r.reports / max(1, r.finished_all + r.stopped):.1f}",
+                     f"{r.pruned / max(1, r.finished_all):.0%}", flat, r.errors])
     return rows
 
 
 SUMMARY_HEADERS = ["system", "workers", "trials", "seconds", "trials/s", "ours/optuna", "reports/trial",
-                   "pruned", "last/first window", "errors"]
+                   "pruned", "last/first window", "errors"]  # reports/trial and pruned: over all finished trials
 WINDOW = 1000  # set from --window in main()
 
 
@@ -441,6 +452,24 @@ def goal_lines(runs: list[RunResult], args: argparse.Namespace) -> list[str]:
         lines.append(f"flat, {r.workers} workers, {reach}: last window {last / first:.2f} and slowest window "
                      f"{low / first:.2f} of the first window's rate")
     return lines
+
+
+PG_HEADERS = ["system", "workers", "connections opened", "transactions/trial", "rows written/trial",
+              "PG statement ms/trial"]
+
+
+def pg_rows(runs: list[RunResult]) -> list[list[str]]:
+    """What each finished trial cost PostgreSQL (pg_stat_database of the run's own database)."""
+    rows = []
+    for r in runs:
+        pg = r.extra.get("pg")
+        if not pg:
+            continue
+        n = max(1, r.finished_all + r.stopped)
+        rows.append([r.system, r.workers, f"{pg['sessions']:.0f}",
+                     f"{(pg['xact_commit'] + pg['xact_rollback']) / n:.1f}",
+                     f"{(pg['tup_inserted'] + pg['tup_updated']) / n:.1f}", f"{pg['active_time'] / n:.2f}"])
+    return rows
 
 
 def environment(admin: str) -> dict[str, str]:
@@ -504,6 +533,17 @@ def write_markdown(path: Path, args: argparse.Namespace, command: str, env: dict
         "busy on the machine at the time (PostgreSQL's shared processes, anything else running).",
         "",
         common.md_table(CPU_HEADERS, cpu_rows(runs)),
+        "",
+        "The PostgreSQL column counts only backends alive at the end of a run: connections opened and "
+        "closed during it (see below) take their CPU time with them, so it is a lower bound.",
+        "",
+        "### What a trial costs PostgreSQL",
+        "",
+        "From `pg_stat_database` of each run's own database, per finished trial (completed or pruned, "
+        "including those finished after the bell); `PG statement ms` is time backends spent executing "
+        "statements (`active_time`).",
+        "",
+        common.md_table(PG_HEADERS, pg_rows(runs)),
         "",
     ]
     lines += ["### Against the goal", ""] + [f"- {g}" for g in goal_lines(runs, args)] + [""]
@@ -645,6 +685,14 @@ def main(argv: list[str] | None = None) -> int:
         if "server_log" in r.extra:
             notes.append(f"{r.system}, {r.workers} workers: the server logged errors:\n\n```\n"
                          f"{r.extra['server_log']}\n```")
+    others = [max(0.0, r.machine_busy - sum(r.cpu.values())) / r.cpu_span for r in runs if r.cpu_span > 0]
+    if others and sum(others) / len(others) > 0.25:
+        notes.append(
+            f"Other processes kept {sum(others) / len(others):.2f} of the {common.cpu_count()} CPUs busy on average "
+            f"during the runs (from {min(others):.2f} to {max(others):.2f}; see `rest of machine`): the figures are "
+            "lower and noisier than on a quiet machine, and a run that had more of the machine to itself looks "
+            "better than its neighbour. Part of it is this run's own PostgreSQL connections that were opened and "
+            "closed during a run, and PostgreSQL's shared processes (WAL writer).")
     if args.profile:
         notes.append("The server was profiled with py-spy during these runs: the figures are perturbed.")
     notes.append(f"The machine has {common.cpu_count()} CPUs shared by PostgreSQL, the server and the workers, so "
@@ -654,6 +702,8 @@ def main(argv: list[str] | None = None) -> int:
     print(common.text_table(SUMMARY_HEADERS, summary_rows(runs)))
     print()
     print(common.text_table(CPU_HEADERS, cpu_rows(runs)))
+    print()
+    print(common.text_table(PG_HEADERS, pg_rows(runs)))
     for r in runs:
         print(f"\n{r.system}, {r.workers} workers: trials/s per window of {WINDOW:,}")
         print(common.text_table(["trials", "seconds", "trials/s"], window_rows(r)) if r.times else "(none)")

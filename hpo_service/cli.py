@@ -7,7 +7,6 @@ names the field).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -16,19 +15,33 @@ import typer
 import yaml
 from rich.console import Console
 
-from hpo_service.cli_render import print_json, render_best, render_rungs, render_study, render_studies, render_trials
-from hpo_service.client import DEFAULT_SERVER, HpoClient
+from hpo_service.cli_render import (
+    print_json,
+    render_best,
+    render_rungs,
+    render_studies,
+    render_study,
+    render_tokens,
+    render_trials,
+)
+from hpo_service.client import DEFAULT_SERVER, HpoClient, resolve_token
 from hpo_service.errors import HpoError, InvalidInput, ServiceUnavailable
 
 app = typer.Typer(help="hpo-service: hyperparameter optimisation for adapter fine-tunes.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 study_app = typer.Typer(help="Create, inspect and control studies.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+token_app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
 app.add_typer(study_app, name="study")
+app.add_typer(token_app, name="token")
 
 console = Console(stderr=True)
 
 Server = Annotated[str, typer.Option("--server", envvar="HPO_SERVER", help="API server URL.")]
+Token = Annotated[
+    str | None,
+    typer.Option("--token", envvar="HPO_TOKEN", help="API token (default: .hpo/admin-token of a local server)."),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 DatabaseUrl = Annotated[
     str | None, typer.Option("--database-url", envvar="HPO_DATABASE_URL", help="SQLAlchemy URL (default: SQLite file).")
@@ -43,8 +56,8 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _client(server: str) -> HpoClient:
-    return HpoClient(server, retries=2)
+def _client(server: str, token: str | None = None) -> HpoClient:
+    return HpoClient(server, token=resolve_token(token), retries=2)
 
 
 def _run(action: Any) -> Any:
@@ -72,21 +85,20 @@ def serve(
     import uvicorn
 
     from hpo_service.api.app import create_app
-    from hpo_service.db.engine import make_engine
-    from hpo_service.db.migrate import check_schema, upgrade_if_needed
+    from hpo_service.api.startup import prepare_server
+    from hpo_service.db.migrate import upgrade_if_needed
     from hpo_service.errors import SchemaOutdated
     from hpo_service.settings import Settings
 
     settings = Settings(database_url=database_url) if database_url else Settings()
     if migrate:
         upgrade_if_needed(settings.database_url)
-    engine = make_engine(settings.database_url)
     try:
-        check_schema(engine)
-    except SchemaOutdated as error:
+        token_file = prepare_server(settings, host)
+    except (SchemaOutdated, InvalidInput) as error:
         fail(error.message, EXIT_USAGE)
-    finally:
-        engine.dispose()
+    if token_file is not None:
+        console.print(f"created a local admin token: it is in {token_file} (the CLI reads it from there)")
     console.print(f"hpo-service on http://{host}:{port} (API docs at /docs), database {_redact(settings.database_url)}")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
@@ -103,6 +115,26 @@ def db_upgrade(
     url = database_url or Settings().database_url
     upgrade(url, revision)
     console.print(f"database {_redact(url)} is at revision {revision}")
+
+
+@db_app.command("bootstrap-token")
+def db_bootstrap_token(
+    database_url: DatabaseUrl = None,
+    name: Annotated[str, typer.Option(help="A name for the token.")] = "bootstrap admin",
+    out: Annotated[Path | None, typer.Option(help="Write the token to this file (mode 600) instead of printing it.")]
+    = None,
+) -> None:
+    """Create an admin token of the default project directly in the database (first set-up of a server)."""
+    from hpo_service.api.startup import bootstrap_token, write_token_file
+    from hpo_service.settings import Settings
+
+    settings = Settings(database_url=database_url) if database_url else Settings()
+    issued = bootstrap_token(settings, name)
+    if out is not None:
+        write_token_file(out, issued.secret)
+        console.print(f"admin token {issued.token.prefix}… written to {out}")
+    else:
+        typer.echo(issued.secret)
 
 
 @db_app.command("current")
@@ -125,23 +157,58 @@ def db_current(database_url: DatabaseUrl = None) -> None:
 @app.command()
 def worker(
     server: Server = DEFAULT_SERVER,
-    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Worker processes to run.")] = 1,
+    token: Token = None,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=256, help="Plain worker processes to run (without --ray-address).")
+    ] = 1,
     study: Annotated[list[int] | None, typer.Option(help="Only lease trials of these study ids.")] = None,
     checkpoint_uri: Annotated[
         str | None, typer.Option(envvar="HPO_CHECKPOINT_URI", help="Where checkpoints go (file:///path).")
     ] = None,
-    max_trials: Annotated[int | None, typer.Option(help="Exit after this many trial segments.")] = None,
+    max_trials: Annotated[int | None, typer.Option(help="Exit after this many trial segments (per slot).")] = None,
     exit_when_idle: Annotated[bool, typer.Option(help="Exit when no work is offered.")] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", envvar="HPO_RAY_ADDRESS",
+                     help="Run slots as Ray actors: 'local' starts Ray on this machine, 'auto' joins the "
+                          "cluster of this node, host:port joins that cluster."),
+    ] = None,
+    slots: Annotated[
+        int | None, typer.Option(min=1, max=4096, help="Ray actors to run (default: as many as fit the cluster).")
+    ] = None,
+    gpus_per_trial: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="GPUs per Ray slot: 1 = a whole GPU, 0.25 packs four trials per GPU, "
+                                   "0 = CPU slots (the default)."),
+    ] = None,
 ) -> None:
-    """Run worker processes: lease -> train -> report -> complete, in a loop."""
-    from hpo_service.workers.process import WorkerOptions, run_workers
-    from hpo_service.settings import Settings
+    """Run workers: lease -> train -> report -> complete, in a loop.
 
+    Without --ray-address: --concurrency plain processes. With it: a pool of Ray actors
+    (--slots, --gpus-per-trial), and --concurrency must stay 1. SIGTERM / Ctrl-C drains
+    (running trials are released as retryable); a second signal stops at once.
+    """
+    from hpo_service.settings import Settings
+    from hpo_service.workers.process import WorkerOptions, run_workers
+    from hpo_service.workers.ray_runtime import RayUnavailable, ray_options_from_cli, run_ray_workers
+
+    try:
+        ray_options = ray_options_from_cli(concurrency, ray_address, slots, gpus_per_trial)
+    except ValueError as error:
+        fail(str(error), EXIT_USAGE)
     options = WorkerOptions(
         server=server, checkpoint_uri=checkpoint_uri or Settings().checkpoint_uri, studies=study or None,
-        max_trials=max_trials, exit_when_idle=exit_when_idle,
+        max_trials=max_trials, exit_when_idle=exit_when_idle, token=token,
     )
-    sys.exit(run_workers(options, concurrency))
+    if ray_options is None:
+        sys.exit(run_workers(options, concurrency))
+    try:
+        code = run_ray_workers(options, ray_options)
+    except RayUnavailable as error:
+        fail(str(error), EXIT_UNREACHABLE)
+    except ValueError as error:
+        fail(str(error), EXIT_USAGE)
+    sys.exit(code)
 
 
 # --- studies ---------------------------------------------------------------------------
@@ -158,7 +225,7 @@ def study_create(
         spec = yaml.safe_load(file.read_text())
     except yaml.YAMLError as error:
         fail(f"{file} is not valid YAML/JSON: {error}", EXIT_USAGE)
-    with _client(server) as client:
+    with _client(server, token) as client:
         study = _run(lambda: client.create_study(spec))
     if as_json:
         print_json(study)
@@ -168,19 +235,19 @@ def study_create(
 
 @study_app.command("list")
 def study_list(
-    server: Server = DEFAULT_SERVER, status: Annotated[str | None, typer.Option()] = None,
+    server: Server = DEFAULT_SERVER, token: Token = None, status: Annotated[str | None, typer.Option()] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50, as_json: AsJson = False,
 ) -> None:
     """List studies, newest first."""
-    with _client(server) as client:
+    with _client(server, token) as client:
         page = _run(lambda: client.list_studies(status=status, limit=limit))
     print_json(page) if as_json else render_studies(page["items"])
 
 
 @study_app.command("show")
-def study_show(ref: StudyRef, server: Server = DEFAULT_SERVER, as_json: AsJson = False) -> None:
+def study_show(ref: StudyRef, server: Server = DEFAULT_SERVER, token: Token = None, as_json: AsJson = False) -> None:
     """Show a study: status, trials by state, best value, brackets and rungs."""
-    with _client(server) as client:
+    with _client(server, token) as client:
         study = _run(lambda: client.find_study(ref))
         rungs = _run(lambda: client.rungs(study["id"]))
     if as_json:
@@ -191,23 +258,23 @@ def study_show(ref: StudyRef, server: Server = DEFAULT_SERVER, as_json: AsJson =
 
 
 @study_app.command("best")
-def study_best(ref: StudyRef, server: Server = DEFAULT_SERVER, as_json: AsJson = False) -> None:
+def study_best(ref: StudyRef, server: Server = DEFAULT_SERVER, token: Token = None, as_json: AsJson = False) -> None:
     """Show the best trial so far (best value at the highest budget reached)."""
-    with _client(server) as client:
+    with _client(server, token) as client:
         best = _run(lambda: client.best_trial(client.find_study(ref)["id"]))
     print_json(best) if as_json else render_best(best)
 
 
 @study_app.command("trials")
 def study_trials(
-    ref: StudyRef, server: Server = DEFAULT_SERVER,
+    ref: StudyRef, server: Server = DEFAULT_SERVER, token: Token = None,
     state: Annotated[str | None, typer.Option()] = None, bracket: Annotated[int | None, typer.Option()] = None,
     rung: Annotated[int | None, typer.Option()] = None, order: Annotated[str, typer.Option()] = "number",
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50, offset: Annotated[int, typer.Option(min=0)] = 0,
     as_json: AsJson = False,
 ) -> None:
     """List a study's trials (paged, filtered)."""
-    with _client(server) as client:
+    with _client(server, token) as client:
         study_id = _run(lambda: client.find_study(ref))["id"]
         page = _run(lambda: client.list_trials(study_id, state=state, bracket=bracket, rung=rung, order=order,
                                                limit=limit, offset=offset))
@@ -215,9 +282,9 @@ def study_trials(
 
 
 @study_app.command("decisions")
-def study_decisions(ref: StudyRef, server: Server = DEFAULT_SERVER, as_json: AsJson = False) -> None:
+def study_decisions(ref: StudyRef, server: Server = DEFAULT_SERVER, token: Token = None, as_json: AsJson = False) -> None:
     """The decision log: every promote / stop / requeue / fail with its reason."""
-    with _client(server) as client:
+    with _client(server, token) as client:
         rows = _run(lambda: client.decisions(client.find_study(ref)["id"], limit=5000))
     if as_json:
         print_json(rows)
@@ -228,8 +295,8 @@ def study_decisions(ref: StudyRef, server: Server = DEFAULT_SERVER, as_json: AsJ
 
 
 def _control(action: str) -> Any:
-    def command(ref: StudyRef, server: Server = DEFAULT_SERVER, as_json: AsJson = False) -> None:
-        with _client(server) as client:
+    def command(ref: StudyRef, server: Server = DEFAULT_SERVER, token: Token = None, as_json: AsJson = False) -> None:
+        with _client(server, token) as client:
             study = _run(lambda: client.control_study(client.find_study(ref)["id"], action))
         print_json(study) if as_json else typer.echo(f"study {study['id']} is {study['status']}")
 
@@ -239,6 +306,42 @@ def _control(action: str) -> Any:
 
 for _action in ("pause", "resume", "cancel"):
     study_app.command(_action)(_control(_action))
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="What the token is for, e.g. 'ci' or 'gpu-workers'.")],
+    scope: Annotated[str, typer.Option(help="admin | submit | worker | read")],
+    project: Annotated[str | None, typer.Option(help="Project (default: the caller's).")] = None,
+    expires_days: Annotated[float | None, typer.Option(help="Expire after this many days.")] = None,
+    server: Server = DEFAULT_SERVER, token: Token = None, as_json: AsJson = False,
+) -> None:
+    """Create a token; its secret is printed once and never stored."""
+    with _client(server, token) as client:
+        created = _run(lambda: client.create_token(name, scope, project=project, expires_days=expires_days))
+    if as_json:
+        print_json(created)
+        return
+    console.print(f"token {created['id']} ({created['scope']}, project {created['project']}); "
+                  "store it now, it is not shown again:")
+    typer.echo(created["token"])
+
+
+@token_app.command("list")
+def token_list(server: Server = DEFAULT_SERVER, token: Token = None, as_json: AsJson = False) -> None:
+    """List tokens (prefix, scope, expiry, last use); secrets are never shown."""
+    with _client(server, token) as client:
+        rows = _run(client.list_tokens)
+    print_json(rows) if as_json else render_tokens(rows)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[int, typer.Argument(help="Token id (from `hpo token list`).")],
+                 server: Server = DEFAULT_SERVER, token: Token = None, as_json: AsJson = False) -> None:
+    """Revoke a token at once."""
+    with _client(server, token) as client:
+        row = _run(lambda: client.revoke_token(token_id))
+    print_json(row) if as_json else typer.echo(f"token {row['id']} revoked")
 
 
 @app.command()

@@ -79,3 +79,12 @@ def render_trials(page: dict[str, Any]) -> None:
     out.print(table)
     shown = len(page["items"])
     out.print(f"{page['offset'] + 1 if shown else 0}-{page['offset'] + shown} of {page['total']}")
+
+
+def render_tokens(rows: list[dict[str, Any]]) -> None:
+    table = Table("id", "name", "project", "scope", "prefix", "created", "expires", "revoked", "last used")
+    for t in rows:
+        table.add_row(str(t["id"]), t["name"], t["project"], t["scope"], t["prefix"] + "…",
+                      (t["created_at"] or "")[:16], (t["expires_at"] or "-")[:16], (t["revoked_at"] or "-")[:16],
+                      (t["last_used_at"] or "-")[:16])
+    out.print(table)

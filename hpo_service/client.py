@@ -8,8 +8,10 @@ server's message.
 
 from __future__ import annotations
 
+import os
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,17 +19,32 @@ import httpx
 from hpo_service.errors import ERRORS_BY_CODE, HpoError, ServiceUnavailable
 
 DEFAULT_SERVER = "http://127.0.0.1:8765"
+DEFAULT_TOKEN_FILE = Path(".hpo") / "admin-token"
+
+
+def resolve_token(explicit: str | None = None) -> str | None:
+    """The token to use: given explicitly, else $HPO_TOKEN, else the local admin token file of an embedded server."""
+    if explicit:
+        return explicit
+    if os.environ.get("HPO_TOKEN"):
+        return os.environ["HPO_TOKEN"]
+    path = Path(os.environ.get("HPO_TOKEN_FILE", DEFAULT_TOKEN_FILE))
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 class HpoClient:
     def __init__(
-        self, server: str = DEFAULT_SERVER, *, timeout: float = 30.0, retries: int = 5,
-        backoff: float = 0.2, transport: httpx.BaseTransport | None = None,
+        self, server: str = DEFAULT_SERVER, *, token: str | None = None, timeout: float = 30.0,
+        retries: int = 5, backoff: float = 0.2, transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         self._retries = retries
         self._backoff = backoff
-        self._http = httpx.Client(base_url=self.server, timeout=timeout, transport=transport)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.server, timeout=timeout, transport=transport, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -82,6 +99,22 @@ class HpoClient:
 
     def get_trial(self, trial_id: int) -> dict[str, Any]:
         return self._call("GET", f"/api/v1/trials/{trial_id}")
+
+    # --- access ----------------------------------------------------------------------------
+
+    def create_token(self, name: str, scope: str, *, project: str | None = None,
+                     expires_days: float | None = None) -> dict[str, Any]:
+        body = _drop_none({"name": name, "scope": scope, "project": project, "expires_days": expires_days})
+        return self._call("POST", "/api/v1/tokens", json=body)
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/v1/tokens")
+
+    def revoke_token(self, token_id: int) -> dict[str, Any]:
+        return self._call("DELETE", f"/api/v1/tokens/{token_id}")
+
+    def whoami(self) -> dict[str, Any]:
+        return self._call("GET", "/api/v1/whoami")
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/api/v1/health")

@@ -21,7 +21,9 @@ from rich.console import Console
 
 from hpo_service.cli_render import render_best, render_rungs, render_study
 from hpo_service.client import HpoClient
+from hpo_service.api.startup import bootstrap_token
 from hpo_service.db.migrate import upgrade
+from hpo_service.settings import Settings
 from hpo_service.errors import ServiceUnavailable
 
 DEMO_HOME = Path(".hpo") / "demo"
@@ -104,16 +106,17 @@ def run_demo(*, workers: int = 3, port: int = 0, keep: bool = False, timeout: fl
             Path(f"{database}{suffix}").unlink(missing_ok=True)
     url = f"sqlite:///{database.resolve()}"
     upgrade(url)
+    token = bootstrap_token(Settings(database_url=url), "demo admin").secret
     port = port or free_port()
     server_url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "HPO_DATABASE_URL": url,
+    env = {**os.environ, "HPO_DATABASE_URL": url, "HPO_TOKEN": token,
            "HPO_CHECKPOINT_URI": f"file://{(DEMO_HOME / 'checkpoints').resolve()}"}
     console.print(f"[bold]hpo demo[/bold]: server {server_url} on {database}, {workers} worker processes")
     log = (DEMO_HOME / "processes.log").open("wb")
     server = subprocess.Popen(_hpo("serve", "--port", str(port)), env=env, stdout=log, stderr=log)
     worker_group: subprocess.Popen[bytes] | None = None
     try:
-        with HpoClient(server_url, retries=1) as client:
+        with HpoClient(server_url, token=token, retries=1) as client:
             _wait_healthy(client, server)
             worker_group = subprocess.Popen(
                 _hpo("worker", "--server", server_url, "--concurrency", str(workers)),

@@ -3,7 +3,10 @@
     HpoError
     ├── InvalidInput        fix the request (HTTP 422)
     │   └── PayloadTooLarge the request is over a size limit (HTTP 413)
-    ├── NotFound            the study / trial does not exist (HTTP 404)
+    ├── Unauthorized        no valid token: send `Authorization: Bearer <token>` (HTTP 401)
+    │   └── RateLimited     too many bad tokens from this client: wait (HTTP 429)
+    ├── Forbidden           the token's scope does not allow this (HTTP 403)
+    ├── NotFound            the study / trial does not exist, or another project owns it (HTTP 404)
     ├── Conflict            the request is valid but the state forbids it (HTTP 409)
     │   └── StaleLease      the lease token was superseded: stop working on this trial
     ├── SchemaOutdated      the database needs `hpo db upgrade` (server start-up)
@@ -36,6 +39,21 @@ class PayloadTooLarge(InvalidInput):
     code = "payload_too_large"
 
 
+class Unauthorized(HpoError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class RateLimited(Unauthorized):
+    status_code = 429
+    code = "rate_limited"
+
+
+class Forbidden(HpoError):
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(HpoError):
     status_code = 404
     code = "not_found"
@@ -62,5 +80,6 @@ class ServiceUnavailable(HpoError):
 
 ERRORS_BY_CODE: dict[str, type[HpoError]] = {
     cls.code: cls
-    for cls in (HpoError, InvalidInput, PayloadTooLarge, NotFound, Conflict, StaleLease, SchemaOutdated, ServiceUnavailable)
+    for cls in (HpoError, InvalidInput, PayloadTooLarge, Unauthorized, RateLimited, Forbidden, NotFound, Conflict,
+                StaleLease, SchemaOutdated, ServiceUnavailable)
 }

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     # Long-poll: how often a waiting lease request re-checks for work.
     lease_poll_seconds: float = 0.2
     max_lease_wait_seconds: float = 60.0
+    # Where an embedded server writes the admin token it creates on first start.
+    token_file: Path = DEFAULT_HOME / "admin-token"
 
 
 @lru_cache(maxsize=1)

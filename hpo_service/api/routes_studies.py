@@ -4,87 +4,95 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from hpo_service.api import schemas
 from hpo_service.api.convert import decision_out, study_out, trial_detail_out, trial_out
+from hpo_service.api.auth import Reader, Submitter
 from hpo_service.api.deps import ServicesDep
 from hpo_service.domain.queries import TrialFilter
 from hpo_service.domain.spec import StudySpec
 from hpo_service.domain.states import StudyStatus, TrialState
 
 router = APIRouter(prefix="/api/v1", tags=["studies"])
-ERRORS = {code: {"model": schemas.ErrorOut} for code in (404, 409, 422)}
+ERRORS = {code: {"model": schemas.ErrorOut} for code in (401, 403, 404, 409, 422, 429)}
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0)]
 
 
-@router.post("/studies", status_code=201, response_model=schemas.StudyOut, responses=ERRORS)
-def create_study(spec: StudySpec, services: ServicesDep) -> schemas.StudyOut:
-    study = services.studies.create(spec)
+@router.post("/studies", status_code=201, response_model=schemas.StudyOut,
+             responses={200: {"model": schemas.StudyOut, "description": "same name and spec: attached"}, **ERRORS})
+def create_study(spec: StudySpec, services: ServicesDep, caller: Submitter, response: Response) -> schemas.StudyOut:
+    """Create a study. Submitting the same name with the same spec again returns the existing study (200)."""
+    study, created = services.studies.create_or_attach(spec, caller.project_id)
+    if not created:
+        response.status_code = 200
     return study_out(services.studies.get(study.id))
 
 
 @router.get("/studies", response_model=schemas.StudyPage, responses=ERRORS)
 def list_studies(
-    services: ServicesDep, status: StudyStatus | None = None,
+    services: ServicesDep, caller: Reader, status: StudyStatus | None = None,
     name: Annotated[str | None, Query(max_length=128, description="substring of the name")] = None,
     limit: Limit = 50, offset: Offset = 0,
 ) -> schemas.StudyPage:
     summaries, total = services.studies.list(
-        status=status.value if status else None, name_contains=name, limit=limit, offset=offset
+        status=status.value if status else None, name_contains=name, limit=limit, offset=offset,
+        project_id=caller.project_id,
     )
     return schemas.StudyPage(items=[study_out(s) for s in summaries], total=total, limit=limit, offset=offset)
 
 
 @router.get("/studies/{study_id}", response_model=schemas.StudyOut, responses=ERRORS)
-def get_study(study_id: int, services: ServicesDep) -> schemas.StudyOut:
-    return study_out(services.studies.get(study_id))
+def get_study(study_id: int, services: ServicesDep, caller: Reader) -> schemas.StudyOut:
+    return study_out(services.studies.get(study_id, caller.project_id))
 
 
 @router.post("/studies/{study_id}/{action}", response_model=schemas.StudyOut, responses=ERRORS)
 async def control_study(
-    study_id: int, action: Literal["pause", "resume", "cancel"], services: ServicesDep
+    study_id: int, action: Literal["pause", "resume", "cancel"], services: ServicesDep, caller: Submitter
 ) -> schemas.StudyOut:
     handler = {"pause": services.studies.pause, "resume": services.studies.resume,
                "cancel": services.studies.cancel}[action]
-    await run_in_threadpool(handler, study_id)
-    return study_out(await run_in_threadpool(services.studies.get, study_id))
+    await run_in_threadpool(handler, study_id, caller.project_id)
+    return study_out(await run_in_threadpool(services.studies.get, study_id, caller.project_id))
 
 
 @router.get("/studies/{study_id}/trials", response_model=schemas.TrialPage, responses=ERRORS)
 def list_trials(
-    study_id: int, services: ServicesDep, state: TrialState | None = None,
+    study_id: int, services: ServicesDep, caller: Reader, state: TrialState | None = None,
     bracket: Annotated[int | None, Query(ge=0)] = None, rung: Annotated[int | None, Query(ge=0)] = None,
     order: Literal["number", "-number", "value", "-value"] = "number",
     limit: Limit = 100, offset: Offset = 0,
 ) -> schemas.TrialPage:
     filters = TrialFilter(state=state.value if state else None, bracket=bracket, rung=rung, order=order)
-    trials, total = services.studies.trials(study_id, filters, limit=limit, offset=offset)
+    trials, total = services.studies.trials(study_id, filters, limit=limit, offset=offset,
+                                            project_id=caller.project_id)
     return schemas.TrialPage(items=[trial_out(t) for t in trials], total=total, limit=limit, offset=offset)
 
 
 @router.get("/studies/{study_id}/best", response_model=schemas.BestTrialOut, responses=ERRORS)
-def best_trial(study_id: int, services: ServicesDep) -> schemas.BestTrialOut:
-    trial, result = services.studies.best(study_id)
+def best_trial(study_id: int, services: ServicesDep, caller: Reader) -> schemas.BestTrialOut:
+    trial, result = services.studies.best(study_id, caller.project_id)
     return schemas.BestTrialOut(trial=trial_out(trial), value=result.value, budget=result.budget, rung=result.rung)
 
 
 @router.get("/studies/{study_id}/rungs", response_model=list[schemas.RungOut], responses=ERRORS)
-def rungs(study_id: int, services: ServicesDep) -> list[schemas.RungOut]:
-    return [schemas.RungOut.model_validate(row) for row in services.studies.rungs(study_id)]
+def rungs(study_id: int, services: ServicesDep, caller: Reader) -> list[schemas.RungOut]:
+    return [schemas.RungOut.model_validate(row) for row in services.studies.rungs(study_id, caller.project_id)]
 
 
 @router.get("/studies/{study_id}/decisions", response_model=list[schemas.DecisionOut], responses=ERRORS)
 def decisions(
-    study_id: int, services: ServicesDep, after_id: Offset = 0,
+    study_id: int, services: ServicesDep, caller: Reader, after_id: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> list[schemas.DecisionOut]:
-    return [decision_out(d) for d in services.studies.decisions(study_id, after_id=after_id, limit=limit)]
+    rows = services.studies.decisions(study_id, after_id=after_id, limit=limit, project_id=caller.project_id)
+    return [decision_out(d) for d in rows]
 
 
 @router.get("/trials/{trial_id}", response_model=schemas.TrialDetailOut, responses=ERRORS)
-def get_trial(trial_id: int, services: ServicesDep) -> schemas.TrialDetailOut:
-    return trial_detail_out(services.studies.trial(trial_id))
+def get_trial(trial_id: int, services: ServicesDep, caller: Reader) -> schemas.TrialDetailOut:
+    return trial_detail_out(services.studies.trial(trial_id, caller.project_id))

@@ -9,23 +9,24 @@ from fastapi.concurrency import run_in_threadpool
 
 from hpo_service.api import schemas
 from hpo_service.api.convert import lease_out
+from hpo_service.api.auth import Worker
 from hpo_service.api.deps import ServicesDep
 
 router = APIRouter(prefix="/api/v1", tags=["worker protocol"])
-ERRORS = {code: {"model": schemas.ErrorOut} for code in (404, 409, 422)}
+ERRORS = {code: {"model": schemas.ErrorOut} for code in (401, 403, 404, 409, 422, 429)}
 
 
 @router.post(
     "/leases", response_model=schemas.LeaseOut,
     responses={204: {"description": "no work within wait_s"}, **ERRORS},
 )
-async def lease(body: schemas.LeaseIn, services: ServicesDep) -> schemas.LeaseOut | Response:
+async def lease(body: schemas.LeaseIn, services: ServicesDep, caller: Worker) -> schemas.LeaseOut | Response:
     settings = services.context.settings
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(body.wait_s, settings.max_lease_wait_seconds)
     while True:
         await run_in_threadpool(services.expire_leases_throttled)
-        grant = await run_in_threadpool(services.protocol.lease, body.worker_id, body.studies)
+        grant = await run_in_threadpool(services.protocol.lease, body.worker_id, body.studies, caller.project_id)
         if grant is not None:
             return lease_out(grant)
         remaining = deadline - loop.time()
@@ -35,24 +36,27 @@ async def lease(body: schemas.LeaseIn, services: ServicesDep) -> schemas.LeaseOu
 
 
 @router.post("/trials/{trial_id}/heartbeat", response_model=schemas.AckOut, responses=ERRORS)
-def heartbeat(trial_id: int, body: schemas.TokenIn, services: ServicesDep) -> schemas.AckOut:
-    ack = services.protocol.heartbeat(trial_id, body.lease_token)
+def heartbeat(trial_id: int, body: schemas.TokenIn, services: ServicesDep, caller: Worker) -> schemas.AckOut:
+    ack = services.protocol.heartbeat(trial_id, body.lease_token, caller.project_id)
     return schemas.AckOut(directive=ack.directive, expires_at=ack.expires_at)
 
 
 @router.post("/trials/{trial_id}/reports", response_model=schemas.AckOut, responses=ERRORS)
-def reports(trial_id: int, body: schemas.ReportsIn, services: ServicesDep) -> schemas.AckOut:
-    ack = services.protocol.report(trial_id, body.lease_token, [(r.step, r.metrics) for r in body.reports])
+def reports(trial_id: int, body: schemas.ReportsIn, services: ServicesDep, caller: Worker) -> schemas.AckOut:
+    batch = [(r.step, r.metrics) for r in body.reports]
+    ack = services.protocol.report(trial_id, body.lease_token, batch, caller.project_id)
     return schemas.AckOut(directive=ack.directive)
 
 
 @router.post("/trials/{trial_id}/complete", response_model=schemas.TrialStateOut, responses=ERRORS)
-def complete(trial_id: int, body: schemas.CompleteIn, services: ServicesDep) -> schemas.TrialStateOut:
-    trial = services.protocol.complete(trial_id, body.lease_token, body.metrics, body.checkpoint_out)
+def complete(trial_id: int, body: schemas.CompleteIn, services: ServicesDep, caller: Worker) -> schemas.TrialStateOut:
+    trial = services.protocol.complete(trial_id, body.lease_token, body.metrics, body.checkpoint_out,
+                                       caller.project_id)
     return schemas.TrialStateOut(trial_id=trial.id, state=trial.state, attempt=trial.attempt)
 
 
 @router.post("/trials/{trial_id}/fail", response_model=schemas.TrialStateOut, responses=ERRORS)
-def fail(trial_id: int, body: schemas.FailIn, services: ServicesDep) -> schemas.TrialStateOut:
-    trial = services.protocol.fail(trial_id, body.lease_token, body.error, body.retryable, body.checkpoint_invalid)
+def fail(trial_id: int, body: schemas.FailIn, services: ServicesDep, caller: Worker) -> schemas.TrialStateOut:
+    trial = services.protocol.fail(trial_id, body.lease_token, body.error, body.retryable, body.checkpoint_invalid,
+                                   caller.project_id)
     return schemas.TrialStateOut(trial_id=trial.id, state=trial.state, attempt=trial.attempt)

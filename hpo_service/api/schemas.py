@@ -198,3 +198,40 @@ class TrialStateOut(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok"]
     version: str
+
+
+# --- access control ------------------------------------------------------------------
+
+
+class TokenCreateIn(_In):
+    name: str = Field(min_length=1, max_length=128)
+    scope: Literal["admin", "submit", "worker", "read"]
+    project: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$",
+                                description="default: the caller's project")
+    expires_days: float | None = Field(default=None, gt=0, le=3650)
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    project: str
+    scope: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(description="the secret; shown only in this response")
+
+
+class SessionIn(_In):
+    token: str = Field(min_length=1, max_length=256)
+
+
+class WhoAmIOut(BaseModel):
+    project: str
+    scope: str
+    token_id: int

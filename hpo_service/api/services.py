@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from hpo_service.db.engine import make_engine, make_session_factory
+from hpo_service.orchestration.access import AccessService
 from hpo_service.orchestration.context import Context
 from hpo_service.orchestration.protocol import TrialProtocol
 from hpo_service.orchestration.studies import StudyService
@@ -55,6 +56,7 @@ class Services:
     context: Context
     studies: StudyService
     protocol: TrialProtocol
+    access: AccessService
     signal: WorkSignal
     _last_sweep: float = 0.0
     _sweep_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -81,4 +83,4 @@ def build_services(settings: Settings) -> Services:
     signal = WorkSignal()
     context = Context(engine=engine, sessions=make_session_factory(engine), settings=settings,
                       on_work_available=signal.notify)
-    return Services(context, StudyService(context), TrialProtocol(context), signal)
+    return Services(context, StudyService(context), TrialProtocol(context), AccessService(context), signal)

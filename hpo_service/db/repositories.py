@@ -29,14 +29,22 @@ def get_study(session: Session, study_id: int, *, lock: bool = False) -> Study |
     return session.execute(query).scalar_one_or_none()
 
 
-def get_study_by_name(session: Session, name: str) -> Study | None:
-    return session.execute(select(Study).where(Study.name == name)).scalar_one_or_none()
+def get_study_by_name(session: Session, project_id: int, name: str) -> Study | None:
+    query = select(Study).where(Study.project_id == project_id, Study.name == name)
+    return session.execute(query).scalar_one_or_none()
+
+
+def project_of_study(session: Session, study_id: int) -> int | None:
+    return session.execute(select(Study.project_id).where(Study.id == study_id)).scalar_one_or_none()
 
 
 def list_studies(
-    session: Session, *, status: str | None, name_contains: str | None, limit: int, offset: int
+    session: Session, *, status: str | None, name_contains: str | None, limit: int, offset: int,
+    project_id: int | None = None,
 ) -> tuple[list[Study], int]:
     query = select(Study)
+    if project_id is not None:
+        query = query.where(Study.project_id == project_id)
     if status:
         query = query.where(Study.status == status)
     if name_contains:
@@ -46,8 +54,10 @@ def list_studies(
     return list(rows), int(total)
 
 
-def running_study_ids(session: Session, only: Sequence[int] | None) -> list[int]:
+def running_study_ids(session: Session, only: Sequence[int] | None, project_id: int | None = None) -> list[int]:
     query = select(Study.id).where(Study.status == StudyStatus.RUNNING.value).order_by(Study.id)
+    if project_id is not None:
+        query = query.where(Study.project_id == project_id)
     if only:
         query = query.where(Study.id.in_(list(only)))
     return list(session.execute(query).scalars())

@@ -50,9 +50,11 @@ class TrialProtocol:
 
     # --- lease ---------------------------------------------------------------------
 
-    def lease(self, worker_id: str, study_ids: list[int] | None = None) -> LeaseGrant | None:
-        """One attempt to lease work; the API's long poll calls this repeatedly."""
-        candidates = self._ctx.run(lambda s: repo.running_study_ids(s, study_ids))
+    def lease(
+        self, worker_id: str, study_ids: list[int] | None = None, project_id: int | None = None
+    ) -> LeaseGrant | None:
+        """One attempt to lease work (in ``project_id``'s studies); the API's long poll calls this repeatedly."""
+        candidates = self._ctx.run(lambda s: repo.running_study_ids(s, study_ids, project_id))
         for study_id in candidates:
             grant = self._ctx.run(lambda s: self._claim_pending(s, study_id, worker_id))
             if grant is None:
@@ -93,18 +95,20 @@ class TrialProtocol:
 
     # --- calls under a lease -------------------------------------------------------------
 
-    def heartbeat(self, trial_id: int, token: str) -> Ack:
+    def heartbeat(self, trial_id: int, token: str, project_id: int | None = None) -> Ack:
         def use_case(session: Session) -> Ack:
-            trial, study = self._leased(session, trial_id, token)
+            trial, study = self._leased(session, trial_id, token, project_id)
             spec = StudySpec.model_validate(study.spec)
             grant_lease(trial, trial.lease_owner or "", spec.retry.lease_seconds, self._ctx.clock(), token)
             return Ack(_directive(study), as_utc(trial.lease_expires_at))
 
         return self._ctx.run(use_case)
 
-    def report(self, trial_id: int, token: str, reports: list[tuple[float, dict[str, Any]]]) -> Ack:
+    def report(
+        self, trial_id: int, token: str, reports: list[tuple[float, dict[str, Any]]], project_id: int | None = None
+    ) -> Ack:
         def use_case(session: Session) -> Ack:
-            trial, study = self._leased(session, trial_id, token)
+            trial, study = self._leased(session, trial_id, token, project_id)
             now = self._ctx.clock()
             rows = [
                 {"trial_id": trial.id, "attempt": trial.attempt, "step": step,
@@ -116,10 +120,13 @@ class TrialProtocol:
 
         return self._ctx.run(use_case)
 
-    def complete(self, trial_id: int, token: str, metrics: dict[str, Any], checkpoint_uri: str | None) -> Trial:
+    def complete(
+        self, trial_id: int, token: str, metrics: dict[str, Any], checkpoint_uri: str | None,
+        project_id: int | None = None,
+    ) -> Trial:
         def use_case(session: Session) -> Trial:
             trial = load_trial(session, trial_id)
-            study = load_study(session, trial.study_id, lock=True)
+            study = load_study(session, trial.study_id, lock=True, project_id=project_id)
             trial = load_trial(session, trial_id, lock=True)
             if _already_done_with(trial, token):
                 return trial  # a retried completion: the first one counted
@@ -155,10 +162,13 @@ class TrialProtocol:
         repo.add_decision(session, study.id, trial.id, "fail", trial.error, now, trial.attempt)
         driver.on_lost(trial)
 
-    def fail(self, trial_id: int, token: str, error: str, retryable: bool, checkpoint_invalid: bool = False) -> Trial:
+    def fail(
+        self, trial_id: int, token: str, error: str, retryable: bool, checkpoint_invalid: bool = False,
+        project_id: int | None = None,
+    ) -> Trial:
         def use_case(session: Session) -> Trial:
             trial = load_trial(session, trial_id)
-            study = load_study(session, trial.study_id, lock=True)
+            study = load_study(session, trial.study_id, lock=True, project_id=project_id)
             trial = load_trial(session, trial_id, lock=True)
             self._check_lease(trial, token)
             reason = f"worker {trial.lease_owner} reported: {error}"
@@ -221,10 +231,11 @@ class TrialProtocol:
 
     # --- checks ---------------------------------------------------------------------
 
-    def _leased(self, session: Session, trial_id: int, token: str) -> tuple[Trial, Study]:
+    def _leased(self, session: Session, trial_id: int, token: str, project_id: int | None) -> tuple[Trial, Study]:
         trial = load_trial(session, trial_id)
+        study = load_study(session, trial.study_id, project_id=project_id)
         self._check_lease(trial, token)
-        return trial, load_study(session, trial.study_id)
+        return trial, study
 
     @staticmethod
     def _check_lease(trial: Trial, token: str) -> None:

@@ -42,16 +42,20 @@ class TrialDetail:
     decisions: list[Decision]
 
 
-def load_study(session: Session, study_id: int, *, lock: bool = False) -> Study:
+DEFAULT_PROJECT_ID = 1  # created by migration 0002
+
+
+def load_study(session: Session, study_id: int, *, lock: bool = False, project_id: int | None = None) -> Study:
+    """The study, or NotFound — also when another project owns it (404, never 403: no existence leak)."""
     study = repo.get_study(session, study_id, lock=lock)
-    if study is None:
+    if study is None or (project_id is not None and study.project_id != project_id):
         raise NotFound(f"study {study_id} does not exist")
     return study
 
 
-def load_trial(session: Session, trial_id: int, *, lock: bool = False) -> Trial:
+def load_trial(session: Session, trial_id: int, *, lock: bool = False, project_id: int | None = None) -> Trial:
     trial = repo.get_trial(session, trial_id, lock=lock)
-    if trial is None:
+    if trial is None or (project_id is not None and repo.project_of_study(session, trial.study_id) != project_id):
         raise NotFound(f"trial {trial_id} does not exist")
     return trial
 
@@ -60,42 +64,57 @@ class StudyService:
     def __init__(self, context: Context) -> None:
         self._ctx = context
 
-    def create(self, spec: StudySpec) -> Study:
+    def create(self, spec: StudySpec, project_id: int = DEFAULT_PROJECT_ID) -> Study:
+        return self.create_or_attach(spec, project_id)[0]
+
+    def create_or_attach(self, spec: StudySpec, project_id: int = DEFAULT_PROJECT_ID) -> tuple[Study, bool]:
+        """Create the study; the same name with the same spec attaches to the existing one (CI reruns).
+
+        Returns (study, created).
+        """
         # Resolve outside the transaction: it reads files and imports the trainer plugin.
         spec = resolve_spec(spec, self._ctx.settings.search_space_dir)
         scheduler = make_scheduler(spec.scheduler, spec.limits)
+        stored_spec = spec.model_dump(mode="json")
 
-        def use_case(session: Session) -> Study:
-            existing = repo.get_study_by_name(session, spec.name)
+        def use_case(session: Session) -> tuple[Study, bool]:
+            existing = repo.get_study_by_name(session, project_id, spec.name)
             if existing is not None:
-                raise Conflict(f"a study named {spec.name!r} exists already (id {existing.id}); pick another name")
+                if existing.spec == stored_spec:
+                    return existing, False
+                raise Conflict(
+                    f"a study named {spec.name!r} exists already (id {existing.id}) with a different spec; "
+                    "pick another name, or submit the same spec to attach to it"
+                )
             now = self._ctx.clock()
             study = Study(
-                name=spec.name, project="default", spec=spec.model_dump(mode="json"),
+                name=spec.name, project_id=project_id, spec=stored_spec,
                 status=StudyStatus.RUNNING.value, scheduler_state=scheduler.initial_state(),
                 version=0, trials_created=0, budget_spent=0.0, created_at=now, updated_at=now,
             )
             session.add(study)
             session.flush()
-            return study
+            return study, True
 
-        study = self._ctx.run(use_case)
+        study, created = self._ctx.run(use_case)
         self._ctx.on_work_available()
-        return study
+        return study, created
 
-    def get(self, study_id: int) -> StudySummary:
+    def get(self, study_id: int, project_id: int | None = None) -> StudySummary:
         def use_case(session: Session) -> StudySummary:
-            study = load_study(session, study_id)
+            study = load_study(session, study_id, project_id=project_id)
             return StudySummary(study, repo.count_states(session, study_id), repo.best_result(session, study_id))
 
         return self._ctx.run(use_case)
 
     def list(
-        self, *, status: str | None = None, name_contains: str | None = None, limit: int = 50, offset: int = 0
+        self, *, status: str | None = None, name_contains: str | None = None, limit: int = 50, offset: int = 0,
+        project_id: int | None = None,
     ) -> tuple[list[StudySummary], int]:
         def use_case(session: Session) -> tuple[list[StudySummary], int]:
             studies, total = repo.list_studies(
-                session, status=status, name_contains=name_contains, limit=limit, offset=offset
+                session, status=status, name_contains=name_contains, limit=limit, offset=offset,
+                project_id=project_id,
             )
             summaries = [
                 StudySummary(s, repo.count_states(session, s.id), repo.best_result(session, s.id)) for s in studies
@@ -104,9 +123,9 @@ class StudyService:
 
         return self._ctx.run(use_case)
 
-    def best(self, study_id: int) -> tuple[Trial, RungResult]:
+    def best(self, study_id: int, project_id: int | None = None) -> tuple[Trial, RungResult]:
         def use_case(session: Session) -> tuple[Trial, RungResult]:
-            load_study(session, study_id)
+            load_study(session, study_id, project_id=project_id)
             result = repo.best_result(session, study_id)
             if result is None:
                 raise NotFound(f"study {study_id} has no finished trial segment yet; try again later")
@@ -115,17 +134,17 @@ class StudyService:
         return self._ctx.run(use_case)
 
     def trials(
-        self, study_id: int, filters: TrialFilter, *, limit: int, offset: int
+        self, study_id: int, filters: TrialFilter, *, limit: int, offset: int, project_id: int | None = None
     ) -> tuple[list[Trial], int]:
         def use_case(session: Session) -> tuple[list[Trial], int]:
-            load_study(session, study_id)
+            load_study(session, study_id, project_id=project_id)
             return repo.list_trials(session, study_id, filters, limit=limit, offset=offset)
 
         return self._ctx.run(use_case)
 
-    def rungs(self, study_id: int) -> list[RungRow]:
+    def rungs(self, study_id: int, project_id: int | None = None) -> list[RungRow]:
         def use_case(session: Session) -> list[RungRow]:
-            study = load_study(session, study_id)
+            study = load_study(session, study_id, project_id=project_id)
             direction = StudySpec.model_validate(study.spec).objective.direction
             return [
                 RungRow(bracket, rung, budget, results, promoted, direction.value_of(best))
@@ -134,9 +153,9 @@ class StudyService:
 
         return self._ctx.run(use_case)
 
-    def trial(self, trial_id: int) -> TrialDetail:
+    def trial(self, trial_id: int, project_id: int | None = None) -> TrialDetail:
         def use_case(session: Session) -> TrialDetail:
-            trial = load_trial(session, trial_id)
+            trial = load_trial(session, trial_id, project_id=project_id)
             decisions = repo.list_decisions(session, trial.study_id, trial_id=trial_id, after_id=0, limit=1000)
             return TrialDetail(
                 trial, repo.reports_of(session, trial_id), repo.rung_results_of(session, trial_id), decisions
@@ -144,26 +163,28 @@ class StudyService:
 
         return self._ctx.run(use_case)
 
-    def decisions(self, study_id: int, *, after_id: int = 0, limit: int = 500) -> list[Decision]:
+    def decisions(
+        self, study_id: int, *, after_id: int = 0, limit: int = 500, project_id: int | None = None
+    ) -> list[Decision]:
         def use_case(session: Session) -> list[Decision]:
-            load_study(session, study_id)
+            load_study(session, study_id, project_id=project_id)
             return repo.list_decisions(session, study_id, trial_id=None, after_id=after_id, limit=limit)
 
         return self._ctx.run(use_case)
 
     # --- control -----------------------------------------------------------------
 
-    def pause(self, study_id: int) -> Study:
-        return self._transition(study_id, {StudyStatus.RUNNING}, StudyStatus.PAUSED)
+    def pause(self, study_id: int, project_id: int | None = None) -> Study:
+        return self._transition(study_id, {StudyStatus.RUNNING}, StudyStatus.PAUSED, project_id)
 
-    def resume(self, study_id: int) -> Study:
-        study = self._transition(study_id, {StudyStatus.PAUSED}, StudyStatus.RUNNING)
+    def resume(self, study_id: int, project_id: int | None = None) -> Study:
+        study = self._transition(study_id, {StudyStatus.PAUSED}, StudyStatus.RUNNING, project_id)
         self._ctx.on_work_available()
         return study
 
-    def cancel(self, study_id: int) -> Study:
+    def cancel(self, study_id: int, project_id: int | None = None) -> Study:
         def use_case(session: Session) -> Study:
-            study = load_study(session, study_id, lock=True)
+            study = load_study(session, study_id, lock=True, project_id=project_id)
             _require(study, {StudyStatus.RUNNING, StudyStatus.PAUSED}, "cancel")
             # Running trials are told to stop at their next report or heartbeat.
             finish_study(session, study, StudyStatus.CANCELLED, "study cancelled", self._ctx.clock(),
@@ -172,9 +193,11 @@ class StudyService:
 
         return self._ctx.run(use_case)
 
-    def _transition(self, study_id: int, allowed: set[StudyStatus], target: StudyStatus) -> Study:
+    def _transition(
+        self, study_id: int, allowed: set[StudyStatus], target: StudyStatus, project_id: int | None
+    ) -> Study:
         def use_case(session: Session) -> Study:
-            study = load_study(session, study_id, lock=True)
+            study = load_study(session, study_id, lock=True, project_id=project_id)
             _require(study, allowed, target.value)
             study.status = target.value
             repo.bump_version(session, study, self._ctx.clock())

@@ -4,7 +4,8 @@ When each method is called
 --------------------------
 - ``Proposer(space, sampler, study_seed)`` when a study's proposer is not cached
   (first request, spec changed, evicted, process restarted). Raises
-  ``InvalidInput`` when the sampler kind needs a package this process lacks.
+  ``InvalidInput`` when the sampler kind needs a package this process lacks
+  (check that at study creation with ``ensure_sampler_available``).
 - ``observe(observations)`` before each proposal, with the rung results whose
   ``seq`` is above ``last_seq``; anything already seen is ignored, so passing
   overlapping batches is safe.

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from types import FrameType
 
-from hpo_service.client import HpoClient
+from hpo_service.client import HpoClient, resolve_token
 from hpo_service.workers.checkpoints import store_from_uri
 from hpo_service.workers.loop import WorkerLoop
 
@@ -26,6 +26,7 @@ class WorkerOptions:
     max_trials: int | None = None
     exit_when_idle: bool = False
     wait_s: float = 5.0
+    token: str | None = None
 
 
 def configure_logging() -> None:
@@ -36,7 +37,7 @@ def configure_logging() -> None:
 def worker_main(options: WorkerOptions) -> int:
     configure_logging()
     store = store_from_uri(options.checkpoint_uri)
-    with HpoClient(options.server, retries=8) as client:
+    with HpoClient(options.server, token=resolve_token(options.token), retries=8) as client:
         loop = WorkerLoop(client, store, studies=options.studies, wait_s=options.wait_s)
 
         def _drain(_signum: int, _frame: FrameType | None) -> None:

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hpo_service.api.app import create_app
+from hpo_service.api.startup import bootstrap_token
 from hpo_service.db.migrate import upgrade
 from hpo_service.settings import Settings
 
@@ -30,7 +31,9 @@ SPEC: dict[str, Any] = {
 @pytest.fixture
 def api(database_url: str) -> Iterator[TestClient]:
     upgrade(database_url)
-    with TestClient(create_app(Settings(database_url=database_url))) as client:
+    settings = Settings(database_url=database_url)
+    token = bootstrap_token(settings, "test admin").secret
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {token}"}) as client:
         yield client
 
 

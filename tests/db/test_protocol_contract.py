@@ -235,10 +235,33 @@ def test_unknown_ids_are_not_found(service: Service) -> None:
         service.protocol.report(999, "x", [(1.0, {"loss": 1.0})])
 
 
-def test_study_names_are_unique(service: Service) -> None:
-    service.studies.create(make_spec())
-    with pytest.raises(Conflict, match="exists already"):
-        service.studies.create(make_spec())
+def test_same_name_and_spec_attaches_other_spec_conflicts(service: Service) -> None:
+    first, created = service.studies.create_or_attach(make_spec())
+    again, created_again = service.studies.create_or_attach(make_spec())
+    assert (created, created_again) == (True, False) and again.id == first.id
+    with pytest.raises(Conflict, match="different spec"):
+        service.studies.create(make_spec(limits={"max_trials": 5}))
+
+
+def test_projects_are_isolated(service: Service) -> None:
+    from hpo_service.domain.access import Principal, Scope
+    from hpo_service.orchestration.access import AccessService
+
+    access = AccessService(service.context)
+    root = access.authenticate(access.bootstrap_admin().secret)
+    other = access.create_token(root, project="team-b", name="b", scope=Scope.ADMIN, expires_in=None)
+    other_project = other.token.project_id
+    mine = service.studies.create(make_spec())
+    theirs = service.studies.create(make_spec(), project_id=other_project)  # same name, other project
+    assert mine.id != theirs.id
+    with pytest.raises(NotFound):
+        service.studies.get(mine.id, project_id=other_project)
+    assert [s.study.id for s in service.studies.list(project_id=other_project)[0]] == [theirs.id]
+    grant = service.protocol.lease("w", project_id=other_project)
+    assert grant is not None and grant.study.id == theirs.id
+    with pytest.raises(NotFound):
+        service.protocol.report(grant.trial.id, grant.trial.lease_token, [(1.0, {"loss": 1.0})], project_id=1)
+    assert isinstance(root, Principal)
 
 
 @pytest.mark.parametrize("kind", ["asha", "random"])

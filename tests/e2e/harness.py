@@ -12,8 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hpo_service.api.startup import bootstrap_token
 from hpo_service.client import HpoClient
 from hpo_service.errors import ServiceUnavailable
+from hpo_service.settings import Settings
 
 
 def free_port() -> int:
@@ -37,7 +39,8 @@ class Processes:
 
     def __init__(self, tmp: Path, database_url: str) -> None:
         self.tmp = tmp
-        self.env = {**os.environ, "HPO_DATABASE_URL": database_url,
+        self.token = bootstrap_token(Settings(database_url=database_url), "e2e admin").secret
+        self.env = {**os.environ, "HPO_DATABASE_URL": database_url, "HPO_TOKEN": self.token,
                     "HPO_CHECKPOINT_URI": f"file://{tmp / 'checkpoints'}", "PYTHONUNBUFFERED": "1"}
         self.running: list[subprocess.Popen[bytes]] = []
 
@@ -52,7 +55,7 @@ class Processes:
         port = free_port()
         process = self._start(f"server-{port}", "serve", "--port", str(port))
         url = f"http://127.0.0.1:{port}"
-        with HpoClient(url, retries=0) as client:
+        with HpoClient(url, token=self.token, retries=0) as client:
             def healthy() -> bool:
                 assert process.poll() is None, f"server exited: {self.log(f'server-{port}')}"
                 try:
@@ -61,6 +64,9 @@ class Processes:
                     return False
             wait_for(healthy, 30, "the server to start")
         return url
+
+    def client(self, server: str) -> HpoClient:
+        return HpoClient(server, token=self.token)
 
     def worker(self, server: str, name: str) -> subprocess.Popen[bytes]:
         return self._start(name, "worker", "--server", server)

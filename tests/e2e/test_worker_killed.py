@@ -63,7 +63,7 @@ def _check_exactly_once(client: HpoClient, study_id: int, expected_trials: int) 
 def test_hyperband_survives_a_sigkilled_worker(processes: Processes) -> None:
     server = processes.server()
     workers = [processes.worker(server, f"worker-{i}") for i in range(3)]
-    with HpoClient(server) as client:
+    with processes.client(server) as client:
         study_id = client.create_study(SPEC)["id"]
         victim = workers[0]
         victim_id = worker_id_of(victim)
@@ -92,7 +92,7 @@ def test_two_api_processes_share_one_database(processes: Processes) -> None:
         processes.worker(servers[i % 2], f"worker-{i}")
     spec = {**SPEC, "name": "e2e-two-servers",
             "trainer": {"name": "synthetic", "params": {"sleep_per_unit": 0.02}}}
-    with HpoClient(servers[0]) as client:
+    with processes.client(servers[0]) as client:
         study_id = client.create_study(spec)["id"]
         wait_for(lambda: client.get_study(study_id)["status"] != "running", 180, "the study to finish",
                  interval=0.5)

@@ -42,7 +42,7 @@ CONVERSIONS = [
     pytest.param(IntDistribution(low=0, high=12, step=4), od.IntDistribution(0, 12, step=4), id="int-step"),
     pytest.param(IntDistribution(low=1, high=10, step=4), od.IntDistribution(1, 9, step=4), id="int-step-uneven"),
     # Optuna sees choice indices: it matches choices by ==, which would merge True, 1 and 1.0.
-    pytest.param(CategoricalDistribution(choices=["adam", "sgd"]), od.CategoricalDistribution([0, 1]), id="categorical"),
+    pytest.param(CategoricalDistribution(choices=["a", "b"]), od.CategoricalDistribution([0, 1]), id="categorical"),
     pytest.param(
         CategoricalDistribution(choices=[None, True, 1, 1.0, "1"]),
         od.CategoricalDistribution([0, 1, 2, 3, 4]),
@@ -125,6 +125,7 @@ def test_a_proposer_learns_which_of_the_equal_choices_is_best() -> None:
     # Only the int 1 scores well. Merged with True and 1.0 (Optuna's == matching) it
     # would look average, and TPE would pick it about a third of the time.
     choices = [True, 1, 1.0] * 6
-    proposer.observe(Observation({"c": c}, 0, 1.0, 0.0 if type(c) is int else 1.0, seq) for seq, c in enumerate(choices))
+    scores = [0.0 if type(choice) is int else 1.0 for choice in choices]
+    proposer.observe(Observation({"c": c}, 0, 1.0, score, seq) for seq, (c, score) in enumerate(zip(choices, scores)))
     picks = [proposer.propose(number)["c"] for number in range(20)]
     assert sum(type(pick) is int for pick in picks) >= 15

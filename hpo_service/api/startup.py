@@ -1,0 +1,70 @@
+"""Checks and set-up before the server accepts requests (used by `hpo serve`, `hpo db`, `hpo demo`)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+from hpo_service.db.engine import make_engine, make_session_factory
+from hpo_service.db.migrate import check_schema
+from hpo_service.errors import InvalidInput
+from hpo_service.orchestration.access import AccessService, IssuedToken
+from hpo_service.orchestration.context import Context
+from hpo_service.settings import Settings
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _access(settings: Settings) -> tuple[AccessService, Context]:
+    engine = make_engine(settings.database_url)
+    context = Context(engine=engine, sessions=make_session_factory(engine), settings=settings)
+    return AccessService(context), context
+
+
+def write_token_file(path: Path, secret: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secret + "\n")
+
+
+def prepare_server(settings: Settings, host: str) -> Path | None:
+    """Refuse an old schema; make sure someone can authenticate.
+
+    On a loopback address with no token yet, create an admin token and write it to
+    `settings.token_file` (returned). On any other address with no token, refuse:
+    a reachable server without credentials would be open to anyone.
+    """
+    access, context = _access(settings)
+    try:
+        check_schema(context.engine)
+        if access.token_count() > 0:
+            return None
+        if not is_loopback(host):
+            raise InvalidInput(
+                f"refusing to listen on {host} without authentication: no API token exists yet. "
+                "Create an admin token first with `hpo db bootstrap-token` (same HPO_DATABASE_URL), "
+                "or start once on 127.0.0.1"
+            )
+        issued = access.bootstrap_admin("local admin (created on first start)")
+        write_token_file(settings.token_file, issued.secret)
+        return settings.token_file
+    finally:
+        context.engine.dispose()
+
+
+def bootstrap_token(settings: Settings, name: str) -> IssuedToken:
+    access, context = _access(settings)
+    try:
+        check_schema(context.engine)
+        return access.bootstrap_admin(name)
+    finally:
+        context.engine.dispose()
