@@ -345,6 +345,25 @@ def token_revoke(token_id: Annotated[int, typer.Argument(help="Token id (from `h
 
 
 @app.command()
+def tune(
+    file: Annotated[Path, typer.Option("-f", "--file", help="Study spec (YAML or JSON).")],
+    server: Server = DEFAULT_SERVER, token: Token = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the study and gate on the result.")] = False,
+    timeout: Annotated[str | None, typer.Option(help="Give up waiting after this long: 2h, 30m, 90s.")] = None,
+    target: Annotated[list[str] | None, typer.Option(help="A check on the best trial, e.g. 'eval_loss<=2.1'.")]
+    = None,
+    baseline: Annotated[str | None, typer.Option(help="A study (id or name) whose best must be beaten.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the versioned JSON result here.")] = None,
+    junit_out: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
+) -> None:
+    """Submit a study (idempotently), wait, and gate CI on a target or a baseline. Exit codes: see README."""
+    from hpo_service.tune_cli import run_tune
+
+    sys.exit(run_tune(file=file, server=server, token=resolve_token(token), wait=wait, timeout=timeout,
+                      targets=target or [], baseline=baseline, json_out=json_out, junit_out=junit_out))
+
+
+@app.command()
 def demo(
     workers: Annotated[int, typer.Option(min=1, max=16, help="Local worker processes.")] = 3,
     port: Annotated[int, typer.Option(help="Port for the demo server (0 = any free port).")] = 0,
@@ -363,7 +382,21 @@ def _redact(url: str) -> str:
 
 
 def main() -> None:
-    app()
+    """Entry point; click's usage errors exit 64 (EX_USAGE), not 2, which `hpo tune` uses for a missed target."""
+    try:  # typer >= 0.20 vendors click; older ones use click itself
+        from typer._click.exceptions import UsageError
+    except ImportError:  # pragma: no cover
+        from click.exceptions import UsageError  # type: ignore[assignment]
+
+    try:
+        # The click command itself: Typer's __call__ would print a traceback for a usage error.
+        result = typer.main.get_command(app).main(prog_name="hpo", standalone_mode=False)
+    except UsageError as error:
+        error.show()
+        sys.exit(EXIT_USAGE)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)
 
 
 if __name__ == "__main__":
