@@ -1,4 +1,4 @@
-"""Typed HTTP client of the REST API, used by workers, the CLI, CI and tests.
+"""The Python SDK: a typed HTTP client of the REST API (used by workers, the CLI, `hpo tune` and tests).
 
 Connection errors and 503 answers are retried with exponential backoff (every
 call is safe to repeat: reports are unique per step, completions per lease
@@ -16,6 +16,22 @@ from typing import Any
 
 import httpx
 
+from hpo_service.client_types import (
+    Ack,
+    BestTrial,
+    DecisionInfo,
+    Health,
+    Lease,
+    RungInfo,
+    StudyInfo,
+    StudyPage,
+    TokenCreated,
+    TokenInfo,
+    TrialDetail,
+    TrialPage,
+    TrialStateInfo,
+    WhoAmI,
+)
 from hpo_service.errors import ERRORS_BY_CODE, HpoError, ServiceUnavailable
 
 DEFAULT_SERVER = "http://127.0.0.1:8765"
@@ -57,18 +73,18 @@ class HpoClient:
 
     # --- studies -------------------------------------------------------------------
 
-    def create_study(self, spec: dict[str, Any]) -> dict[str, Any]:
+    def create_study(self, spec: dict[str, Any]) -> StudyInfo:
         return self._call("POST", "/api/v1/studies", json=spec)
 
-    def get_study(self, study_id: int) -> dict[str, Any]:
+    def get_study(self, study_id: int) -> StudyInfo:
         return self._call("GET", f"/api/v1/studies/{study_id}")
 
     def list_studies(self, *, status: str | None = None, name: str | None = None,
-                     limit: int = 50, offset: int = 0) -> dict[str, Any]:
+                     limit: int = 50, offset: int = 0) -> StudyPage:
         params = _drop_none({"status": status, "name": name, "limit": limit, "offset": offset})
         return self._call("GET", "/api/v1/studies", params=params)
 
-    def find_study(self, ref: str | int) -> dict[str, Any]:
+    def find_study(self, ref: str | int) -> StudyInfo:
         """A study by id or by exact name."""
         if isinstance(ref, int) or str(ref).isdigit():
             return self.get_study(int(ref))
@@ -77,69 +93,69 @@ class HpoClient:
                 return study
         raise ERRORS_BY_CODE["not_found"](f"no study named {ref!r}")
 
-    def control_study(self, study_id: int, action: str) -> dict[str, Any]:
+    def control_study(self, study_id: int, action: str) -> StudyInfo:
         return self._call("POST", f"/api/v1/studies/{study_id}/{action}")
 
     def list_trials(self, study_id: int, *, state: str | None = None, bracket: int | None = None,
                     rung: int | None = None, order: str = "number", limit: int = 100,
-                    offset: int = 0) -> dict[str, Any]:
+                    offset: int = 0) -> TrialPage:
         params = _drop_none({"state": state, "bracket": bracket, "rung": rung, "order": order,
                              "limit": limit, "offset": offset})
         return self._call("GET", f"/api/v1/studies/{study_id}/trials", params=params)
 
-    def best_trial(self, study_id: int) -> dict[str, Any]:
+    def best_trial(self, study_id: int) -> BestTrial:
         return self._call("GET", f"/api/v1/studies/{study_id}/best")
 
-    def decisions(self, study_id: int, *, after_id: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+    def decisions(self, study_id: int, *, after_id: int = 0, limit: int = 500) -> list[DecisionInfo]:
         return self._call("GET", f"/api/v1/studies/{study_id}/decisions",
                           params={"after_id": after_id, "limit": limit})
 
-    def rungs(self, study_id: int) -> list[dict[str, Any]]:
+    def rungs(self, study_id: int) -> list[RungInfo]:
         return self._call("GET", f"/api/v1/studies/{study_id}/rungs")
 
-    def get_trial(self, trial_id: int) -> dict[str, Any]:
+    def get_trial(self, trial_id: int) -> TrialDetail:
         return self._call("GET", f"/api/v1/trials/{trial_id}")
 
     # --- access ----------------------------------------------------------------------------
 
     def create_token(self, name: str, scope: str, *, project: str | None = None,
-                     expires_days: float | None = None) -> dict[str, Any]:
+                     expires_days: float | None = None) -> TokenCreated:
         body = _drop_none({"name": name, "scope": scope, "project": project, "expires_days": expires_days})
         return self._call("POST", "/api/v1/tokens", json=body)
 
-    def list_tokens(self) -> list[dict[str, Any]]:
+    def list_tokens(self) -> list[TokenInfo]:
         return self._call("GET", "/api/v1/tokens")
 
-    def revoke_token(self, token_id: int) -> dict[str, Any]:
+    def revoke_token(self, token_id: int) -> TokenInfo:
         return self._call("DELETE", f"/api/v1/tokens/{token_id}")
 
-    def whoami(self) -> dict[str, Any]:
+    def whoami(self) -> WhoAmI:
         return self._call("GET", "/api/v1/whoami")
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> Health:
         return self._call("GET", "/api/v1/health")
 
     # --- worker protocol -------------------------------------------------------------
 
     def lease(self, worker_id: str, *, wait_s: float = 10.0, studies: list[int] | None = None,
-              resources: dict[str, Any] | None = None) -> dict[str, Any] | None:
+              resources: dict[str, Any] | None = None) -> Lease | None:
         body = {"worker_id": worker_id, "wait_s": wait_s, "studies": studies, "resources": resources or {}}
         return self._call("POST", "/api/v1/leases", json=body, timeout=wait_s + 30.0)
 
-    def heartbeat(self, trial_id: int, token: str) -> dict[str, Any]:
+    def heartbeat(self, trial_id: int, token: str) -> Ack:
         return self._call("POST", f"/api/v1/trials/{trial_id}/heartbeat", json={"lease_token": token})
 
-    def report(self, trial_id: int, token: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    def report(self, trial_id: int, token: str, reports: list[dict[str, Any]]) -> Ack:
         return self._call("POST", f"/api/v1/trials/{trial_id}/reports",
                           json={"lease_token": token, "reports": reports})
 
     def complete(self, trial_id: int, token: str, metrics: dict[str, Any],
-                 checkpoint_out: str | None) -> dict[str, Any]:
+                 checkpoint_out: str | None) -> TrialStateInfo:
         body = {"lease_token": token, "metrics": metrics, "checkpoint_out": checkpoint_out}
         return self._call("POST", f"/api/v1/trials/{trial_id}/complete", json=body)
 
     def fail(self, trial_id: int, token: str, error: str, *, retryable: bool = True,
-             checkpoint_invalid: bool = False) -> dict[str, Any]:
+             checkpoint_invalid: bool = False) -> TrialStateInfo:
         body = {"lease_token": token, "error": error[-10_000:], "retryable": retryable,
                 "checkpoint_invalid": checkpoint_invalid}
         return self._call("POST", f"/api/v1/trials/{trial_id}/fail", json=body)

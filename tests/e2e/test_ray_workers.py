@@ -79,15 +79,8 @@ def _spec(case: TrainerCase, name: str, *, max_trials: int, lease_seconds: float
 def processes(tmp_path: Path, postgres_url: str) -> Iterator[Processes]:
     upgrade(postgres_url)
     procs = Processes(tmp_path, postgres_url)
-    # The server writes its first admin token here; the workers read it from here.
-    procs.env["HPO_TOKEN_FILE"] = str(tmp_path / "admin-token")
     yield procs
     procs.stop_all()
-
-
-def _client(processes: Processes, server: str) -> HpoClient:
-    token_file = processes.tmp / "admin-token"
-    return HpoClient(server, token=token_file.read_text().strip() if token_file.exists() else None)
 
 
 def _ray_worker(processes: Processes, server: str, name: str) -> subprocess.Popen[bytes]:
@@ -119,7 +112,7 @@ def _check_completed_once(client: HpoClient, study_id: int, expected_trials: int
 @pytest.mark.parametrize("case", CASES)
 def test_asha_through_ray_survives_a_killed_actor(processes: Processes, case: TrainerCase) -> None:
     server = processes.server()
-    with _client(processes, server) as client:
+    with processes.client(server) as client:
         study_id = client.create_study(_spec(case, "e2e-ray-asha", max_trials=9, lease_seconds=3))["id"]
         worker = _ray_worker(processes, server, "ray-worker")
 
@@ -157,7 +150,7 @@ def test_asha_through_ray_survives_a_killed_actor(processes: Processes, case: Tr
 @pytest.mark.parametrize("case", CASES)
 def test_sigterm_drains_the_ray_slots(processes: Processes, case: TrainerCase) -> None:
     server = processes.server()
-    with _client(processes, server) as client:
+    with processes.client(server) as client:
         # A lease far longer than the test: a trial that comes back came back by the drain.
         spec = _spec(case, "e2e-ray-drain", max_trials=20, lease_seconds=600, min_budget=case.max_budget / 3)
         study_id = client.create_study(spec)["id"]

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from hpo_service.cli import EXIT_USAGE, app
+from hpo_service.cli import EXIT_USAGE, app, main
 from hpo_service.client import HpoClient
 from hpo_service.workers import ray_runtime
 from hpo_service.workers.process import WorkerOptions
@@ -100,9 +100,11 @@ def test_cli_hands_ray_options_to_the_runtime(monkeypatch: pytest.MonkeyPatch, t
     assert (options.server, options.checkpoint_uri, options.studies) == ("http://api:8000", tmp_path.as_uri(), [7])
 
 
-def test_cli_negative_gpus_is_a_usage_error() -> None:
-    result = CliRunner().invoke(app, ["worker", "--ray-address", "local", "--gpus-per-trial", "-1"])
-    assert result.exit_code == 2  # click's own range check
+def test_cli_negative_gpus_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.argv", ["hpo", "worker", "--ray-address", "local", "--gpus-per-trial", "-1"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()  # click's own range check, mapped to EX_USAGE by the entry point
+    assert exit_info.value.code == EXIT_USAGE
 
 
 # --------------------------------------------------------------------------- slot math
