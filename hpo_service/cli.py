@@ -304,6 +304,21 @@ def _control(action: str) -> Any:
     return command
 
 
+@study_app.command("extend")
+def study_extend(
+    ref: StudyRef,
+    max_budget: Annotated[float, typer.Option(help="The new, larger max_budget.")],
+    server: Server = DEFAULT_SERVER, token: Token = None, as_json: AsJson = False,
+) -> None:
+    """Raise max_budget of a hyperband/asha study: adds rungs and continues its best trials (iterative deepening)."""
+    with _client(server, token) as client:
+        study = _run(lambda: client.extend_study(client.find_study(ref)["id"], max_budget))
+    if as_json:
+        print_json(study)
+    else:
+        typer.echo(f"study {study['id']} extended to max_budget {max_budget:g}; it is {study['status']}")
+
+
 for _action in ("pause", "resume", "cancel"):
     study_app.command(_action)(_control(_action))
 

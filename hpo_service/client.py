@@ -93,6 +93,10 @@ class HpoClient:
                 return study
         raise ERRORS_BY_CODE["not_found"](f"no study named {ref!r}")
 
+    def extend_study(self, study_id: int, max_budget: float) -> StudyInfo:
+        """Raise max_budget (iterative deepening)."""
+        return self._call("PATCH", f"/api/v1/studies/{study_id}", json={"max_budget": max_budget})
+
     def control_study(self, study_id: int, action: str) -> StudyInfo:
         return self._call("POST", f"/api/v1/studies/{study_id}/{action}")
 

@@ -50,6 +50,13 @@ def get_study(study_id: int, services: ServicesDep, caller: Reader) -> schemas.S
     return study_out(services.studies.get(study_id, caller.project_id))
 
 
+@router.patch("/studies/{study_id}", response_model=schemas.StudyOut, responses=ERRORS)
+def patch_study(study_id: int, body: schemas.StudyPatchIn, services: ServicesDep, caller: Submitter) -> schemas.StudyOut:
+    """Raise max_budget: adds rungs and continues the best trials of the old top rung (iterative deepening)."""
+    services.studies.extend(study_id, body.max_budget, caller.project_id)
+    return study_out(services.studies.get(study_id, caller.project_id))
+
+
 @router.post("/studies/{study_id}/{action}", response_model=schemas.StudyOut, responses=ERRORS)
 async def control_study(
     study_id: int, action: Literal["pause", "resume", "cancel"], services: ServicesDep, caller: Submitter

@@ -136,6 +136,10 @@ class LeaseIn(_In):
     wait_s: float = Field(default=0.0, ge=0.0, le=300.0)
 
 
+class StudyPatchIn(_In):
+    max_budget: float = Field(gt=0, description="raise the study's max_budget (iterative deepening)")
+
+
 class TrainerOut(BaseModel):
     name: str
     params: dict[str, Any]

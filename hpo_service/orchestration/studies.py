@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from hpo_service.db import repositories as repo
@@ -10,9 +12,10 @@ from hpo_service.db.models import Decision, Report, RungResult, Study, Trial
 from hpo_service.domain.queries import TrialFilter
 from hpo_service.domain.spec import StudySpec
 from hpo_service.domain.states import StudyStatus, TrialState
-from hpo_service.errors import Conflict, NotFound
+from hpo_service.errors import Conflict, InvalidInput, NotFound
 from hpo_service.orchestration.context import Context
 from hpo_service.orchestration.spec_loading import resolve_spec
+from hpo_service.orchestration.study_driver import StudyDriver
 from hpo_service.orchestration.study_end import finish_study
 from hpo_service.scheduling.factory import make_scheduler
 
@@ -189,6 +192,26 @@ class StudyService:
             # Running trials are told to stop at their next report or heartbeat.
             finish_study(session, study, StudyStatus.CANCELLED, "study cancelled", self._ctx.clock(),
                          stop_states=(TrialState.PENDING.value, TrialState.PAUSED.value))
+            return study
+
+        return self._ctx.run(use_case)
+
+    def extend(self, study_id: int, max_budget: float, project_id: int | None = None) -> Study:
+        """Iterative deepening: raise max_budget of a running, paused or completed study."""
+
+        def use_case(session: Session) -> Study:
+            study = load_study(session, study_id, lock=True, project_id=project_id)
+            _require(study, {StudyStatus.RUNNING, StudyStatus.PAUSED, StudyStatus.COMPLETED}, "extend")
+            spec = StudySpec.model_validate(study.spec)
+            if spec.scheduler.kind not in ("hyperband", "asha"):
+                raise InvalidInput(f"only hyperband and asha studies can be extended, not {spec.scheduler.kind}")
+            if not max_budget > spec.scheduler.max_budget:
+                raise InvalidInput(f"max_budget must grow: it is {spec.scheduler.max_budget:g}, "
+                                   f"you asked for {max_budget:g}")
+            try:
+                StudyDriver(self._ctx, session, study).extend(max_budget)
+            except (ValueError, ValidationError) as error:
+                raise InvalidInput(f"cannot extend to max_budget {max_budget:g}: {error}") from error
             return study
 
         return self._ctx.run(use_case)

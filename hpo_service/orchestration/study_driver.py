@@ -82,6 +82,36 @@ class StudyDriver:
         repo.bump_version(self._session, self.study, self._now)
         self.finish_if_done()
 
+    def extend(self, new_max_budget: float) -> list[Promote]:
+        """Raise max_budget (iterative deepening): the scheduler reuses trials of the old top rung.
+
+        Returns the promotions of reused trials; the study runs again if it had completed.
+        """
+        old_max = self.spec.scheduler.max_budget
+        raw = self.study.spec | {"scheduler": self.study.spec["scheduler"] | {"max_budget": new_max_budget}}
+        new_spec = StudySpec.model_validate(raw)
+        scheduler = make_scheduler(new_spec.scheduler, new_spec.limits)
+        state, actions = scheduler.extend(self.study.scheduler_state, self._port, old_max)
+        self.study.spec, self.spec, self._scheduler = new_spec.model_dump(mode="json"), new_spec, scheduler
+        self.study.scheduler_state = state
+        self._apply(actions)
+        reused = [a for a in actions if isinstance(a, Promote)]
+        if self.study.status == StudyStatus.COMPLETED.value:
+            self.study.status = StudyStatus.RUNNING.value
+        repo.add_decision(
+            self._session, self.study.id, None, "extend",
+            f"max_budget raised from {old_max:g} to {new_max_budget:g}: {len(reused)} trial(s) continue from "
+            f"their checkpoints instead of restarting, saving {sum(self._reused_budget(a) for a in reused):g} "
+            "budget", self._now,
+        )
+        repo.bump_version(self._session, self.study, self._now)
+        self._ctx.on_work_available()
+        return reused
+
+    def _reused_budget(self, promotion: Promote) -> float:
+        trial = repo.get_trial(self._session, promotion.trial_id)
+        return trial.budget_done if trial is not None else 0.0
+
     def finish_if_done(self) -> None:
         if self.study.status not in (StudyStatus.RUNNING.value, StudyStatus.PAUSED.value):
             return
@@ -151,8 +181,11 @@ class StudyDriver:
         return proposer.propose(number)
 
     def _level(self, budget: float) -> int:
-        """Budget level shared by all brackets (rung 0 of bracket s=3 is level 1 when eta=3)."""
-        eta, low = self.spec.scheduler.eta, self._scheduler.rung_budget(0, 0)
+        """Budget level shared by all brackets (rung 0 of bracket s=3 is level 1 when eta=3).
+
+        Measured from min_budget, which an extension of max_budget never changes.
+        """
+        eta, low = self.spec.scheduler.eta, self.spec.scheduler.min_budget
         return max(0, round(math.log(max(budget, low) / low, eta)))
 
     def _study_seed(self) -> int:
