@@ -22,6 +22,7 @@ from hpo_service.cli_render import (
     render_studies,
     render_study,
     render_tokens,
+    render_transfer,
     render_trials,
 )
 from hpo_service.client import DEFAULT_SERVER, HpoClient, resolve_token
@@ -304,6 +305,28 @@ def _control(action: str) -> Any:
     return command
 
 
+@study_app.command("export-adapter")
+def study_export_adapter(
+    ref: StudyRef, out: Annotated[Path, typer.Option(help="Folder to write the adapter into.")],
+    server: Server = DEFAULT_SERVER, token: Token = None,
+) -> None:
+    """Download the best trial's adapter: a folder that peft.PeftModel.from_pretrained loads."""
+    from hpo_service.workers.artifacts import unpack_adapter_archive
+
+    with _client(server, token) as client:
+        data = _run(lambda: client.best_adapter(client.find_study(ref)["id"]))
+    typer.echo(str(unpack_adapter_archive(data, out)))
+
+
+@study_app.command("transfer")
+def study_transfer(ref: StudyRef, server: Server = DEFAULT_SERVER, token: Token = None,
+                   as_json: AsJson = False) -> None:
+    """The stages and result of a mup_transfer study: transfer gap and tuning cost."""
+    with _client(server, token) as client:
+        report = _run(lambda: client.transfer(client.find_study(ref)["id"]))
+    print_json(report) if as_json else render_transfer(report)
+
+
 @study_app.command("extend")
 def study_extend(
     ref: StudyRef,
@@ -370,12 +393,15 @@ def tune(
     baseline: Annotated[str | None, typer.Option(help="A study (id or name) whose best must be beaten.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the versioned JSON result here.")] = None,
     junit_out: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
+    export_adapter: Annotated[Path | None, typer.Option(help="Write the best trial's adapter into this folder.")]
+    = None,
 ) -> None:
     """Submit a study (idempotently), wait, and gate CI on a target or a baseline. Exit codes: see README."""
     from hpo_service.tune_cli import run_tune
 
     sys.exit(run_tune(file=file, server=server, token=resolve_token(token), wait=wait, timeout=timeout,
-                      targets=target or [], baseline=baseline, json_out=json_out, junit_out=junit_out))
+                      targets=target or [], baseline=baseline, json_out=json_out, junit_out=junit_out,
+                      export_adapter=export_adapter))
 
 
 @app.command()

@@ -88,3 +88,25 @@ def render_tokens(rows: list[dict[str, Any]]) -> None:
                       (t["created_at"] or "")[:16], (t["expires_at"] or "-")[:16], (t["revoked_at"] or "-")[:16],
                       (t["last_used_at"] or "-")[:16])
     out.print(table)
+
+
+def render_transfer(report: dict[str, Any]) -> None:
+    out.print(f"[bold]muP transfer[/bold] on {report['param']}: stage {report['stage']} ({report['stage_name']}), "
+              f"target {report['target']}")
+    table = Table("proxy", "trials", "best value", "compute", title="stage 1: tuning at proxy width")
+    for p in report["proxies"]:
+        table.add_row(str(p["width"]), str(p["trials"]), fmt(p["best_value"]), fmt(p["compute"]))
+    out.print(table)
+    if report["transferred"]:
+        out.print(f"stage 2: transferred configuration at width {report['target']}: "
+                  f"{fmt(report['transferred']['value'])} (trial {report['transferred']['trial']})")
+    if report["check"]:
+        table = Table("grid step", "value", title="stage 3: transfer check")
+        for row in report["check"]:
+            table.add_row(str(row["grid_step"]), fmt(row["value"]))
+        out.print(table)
+        out.print(f"best of the check {fmt(report['best_check_value'])}; transfer gap "
+                  f"{report['gap_grid_steps']} grid step(s)")
+    if report["cost_vs_tuning_at_target"] is not None:
+        out.print(f"tuning cost: {report['cost_vs_tuning_at_target']:.1%} of the same search at the target width, "
+                  f"{report['cost_vs_one_target_run']:.2f}x one training at the target width")

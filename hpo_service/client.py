@@ -114,6 +114,14 @@ class HpoClient:
         return self._call("GET", f"/api/v1/studies/{study_id}/decisions",
                           params={"after_id": after_id, "limit": limit})
 
+    def best_adapter(self, study_id: int) -> bytes:
+        """The best trial's adapter as .tar.gz bytes (see hpo_service.workers.artifacts.unpack_adapter_archive)."""
+        return self._call("GET", f"/api/v1/studies/{study_id}/best/adapter", raw=True)
+
+    def transfer(self, study_id: int) -> dict[str, Any]:
+        """Stages, transfer gap and tuning cost of a mup_transfer study."""
+        return self._call("GET", f"/api/v1/studies/{study_id}/transfer")
+
     def rungs(self, study_id: int) -> list[RungInfo]:
         return self._call("GET", f"/api/v1/studies/{study_id}/rungs")
 
@@ -166,7 +174,8 @@ class HpoClient:
 
     # --- transport ---------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, *, timeout: float | None = None, raw: bool = False,
+              **kwargs: Any) -> Any:
         if timeout is not None:
             kwargs["timeout"] = timeout
         for attempt in range(self._retries + 1):
@@ -177,6 +186,8 @@ class HpoClient:
                     raise ServiceUnavailable(f"cannot reach {self.server}: {error}") from error
             else:
                 if response.status_code != 503 or attempt == self._retries:
+                    if raw and response.is_success:
+                        return response.content
                     return _decode(response)
             # Jitter keeps a crowd of workers from retrying in lockstep after an outage.
             time.sleep(self._backoff * 2**attempt * (0.5 + random.random()))

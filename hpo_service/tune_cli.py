@@ -87,7 +87,8 @@ def _load_spec(file: Path) -> dict[str, Any]:
 
 
 def run_tune(*, file: Path, server: str, token: str | None, wait: bool, timeout: str | None, targets: list[str],
-             baseline: str | None, json_out: Path | None, junit_out: Path | None) -> int:
+             baseline: str | None, json_out: Path | None, junit_out: Path | None,
+             export_adapter: Path | None = None) -> int:
     started = time.monotonic()
     outcome: Outcome
     try:
@@ -104,6 +105,11 @@ def run_tune(*, file: Path, server: str, token: str | None, wait: bool, timeout:
                     study, timed_out = wait_for_study(client, study["id"], timeout_s, progress)
                 outcome = judge(client, study, timed_out, parsed, baseline)
                 outcome.top_trials = top_trials(client, study)
+                if export_adapter is not None and outcome.best is not None:
+                    from hpo_service.workers.artifacts import unpack_adapter_archive
+
+                    folder = unpack_adapter_archive(client.best_adapter(study["id"]), export_adapter)
+                    console.print(f"best adapter written to {folder}", highlight=False)
     except (UsageError, InvalidInput) as error:
         outcome = Outcome(EXIT_USAGE, "usage_error", str(error.message if isinstance(error, HpoError) else error))
     except ServiceUnavailable as error:

@@ -14,6 +14,8 @@ from hpo_service.api.deps import ServicesDep
 from hpo_service.domain.queries import TrialFilter
 from hpo_service.domain.spec import StudySpec
 from hpo_service.domain.states import StudyStatus, TrialState
+from hpo_service.orchestration.transfer_report import transfer_report
+from hpo_service.workers.artifacts import export_adapter_archive
 
 router = APIRouter(prefix="/api/v1", tags=["studies"])
 ERRORS = {code: {"model": schemas.ErrorOut} for code in (401, 403, 404, 409, 422, 429)}
@@ -89,6 +91,23 @@ def best_trial(study_id: int, services: ServicesDep, caller: Reader) -> schemas.
 @router.get("/studies/{study_id}/rungs", response_model=list[schemas.RungOut], responses=ERRORS)
 def rungs(study_id: int, services: ServicesDep, caller: Reader) -> list[schemas.RungOut]:
     return [schemas.RungOut.model_validate(row) for row in services.studies.rungs(study_id, caller.project_id)]
+
+
+@router.get("/studies/{study_id}/best/adapter", responses={200: {"content": {"application/gzip": {}}}, **ERRORS})
+def best_adapter(study_id: int, services: ServicesDep, caller: Reader) -> Response:
+    """The best trial's adapter as a .tar.gz with an `adapter/` folder that `PeftModel.from_pretrained` loads."""
+    trial, _ = services.studies.best(study_id, caller.project_id)
+    spec = services.studies.get(study_id, caller.project_id).study.spec
+    data = export_adapter_archive(spec["trainer"]["name"], trial.checkpoint_uri,
+                                  services.context.settings.checkpoint_uri)
+    return Response(data, media_type="application/gzip", headers={
+        "Content-Disposition": f'attachment; filename="study-{study_id}-trial-{trial.id}-adapter.tar.gz"'})
+
+
+@router.get("/studies/{study_id}/transfer", response_model=schemas.TransferOut, responses=ERRORS)
+def transfer(study_id: int, services: ServicesDep, caller: Reader) -> schemas.TransferOut:
+    """Stages, transfer gap and tuning cost of a mup_transfer study (422 for other kinds)."""
+    return schemas.TransferOut.model_validate(transfer_report(services.context, study_id, caller.project_id))
 
 
 @router.get("/studies/{study_id}/decisions", response_model=list[schemas.DecisionOut], responses=ERRORS)

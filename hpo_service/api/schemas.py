@@ -136,6 +136,23 @@ class LeaseIn(_In):
     wait_s: float = Field(default=0.0, ge=0.0, le=300.0)
 
 
+class TransferOut(_Out):
+    """The result of a mup_transfer study (see orchestration/transfer_report.py)."""
+
+    stage: int
+    stage_name: str
+    param: str
+    target: int
+    proxies: list[dict[str, Any]]
+    transferred: dict[str, Any] | None
+    check: list[dict[str, Any]]
+    best_check_value: float | None
+    gap_grid_steps: int | None
+    proxy_compute: float
+    cost_vs_one_target_run: float | None
+    cost_vs_tuning_at_target: float | None
+
+
 class StudyPatchIn(_In):
     max_budget: float = Field(gt=0, description="raise the study's max_budget (iterative deepening)")
 

@@ -189,3 +189,19 @@ def test_stale_token_gets_409_and_report_after_completion_gets_409(api: TestClie
                     json={"lease_token": token, "reports": [{"step": 2, "metrics": {"loss": 0.4}}]})
     assert late.status_code == 409 and "paused" in late.json()["message"]
     assert [r["step"] for r in api.get(f"/api/v1/trials/{trial_id}").json()["reports"]] == []
+
+
+def test_adapter_export_of_a_trainer_without_adapters_is_refused(api: TestClient) -> None:
+    study_id = api.post("/api/v1/studies", json=spec()).json()["id"]
+    assert api.get(f"/api/v1/studies/{study_id}/best/adapter").status_code == 404  # nothing finished yet
+    grant = lease(api)
+    api.post(f"/api/v1/trials/{grant['trial_id']}/complete",
+             json={"lease_token": grant["lease_token"], "metrics": {"loss": 0.5}})
+    response = api.get(f"/api/v1/studies/{study_id}/best/adapter")
+    assert response.status_code == 422 and "produces no adapter" in response.json()["message"]
+
+
+def test_transfer_report_of_another_kind_is_refused(api: TestClient) -> None:
+    study_id = api.post("/api/v1/studies", json=spec()).json()["id"]
+    response = api.get(f"/api/v1/studies/{study_id}/transfer")
+    assert response.status_code == 422 and "not a mup_transfer study" in response.json()["message"]

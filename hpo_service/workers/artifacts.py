@@ -1,0 +1,47 @@
+"""Exporting a trial's adapter from its checkpoint (shared by the API and the CLI).
+
+A trainer that produces adapters exposes ``export_adapter(checkpoint_dir, out_dir) -> Path``
+(e.g. trainers.adapter_lm writes a folder that ``peft.PeftModel.from_pretrained`` loads).
+Checkpoints are read only through the configured `CheckpointStore`, which refuses URIs
+outside its root, so a client cannot make the server read arbitrary paths.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import tempfile
+from pathlib import Path
+
+from hpo_service.errors import InvalidInput, NotFound
+from hpo_service.workers.checkpoints import store_from_uri
+from hpo_service.workers.registry import load_trainer
+from hpo_service.workers.trainer import CheckpointError
+
+
+def export_adapter_archive(trainer_name: str, checkpoint_uri: str | None, store_uri: str) -> bytes:
+    """A .tar.gz of the exported adapter folder (its files at the archive's top level under adapter/)."""
+    trainer = load_trainer(trainer_name)
+    export = getattr(trainer, "export_adapter", None)
+    if export is None:
+        raise InvalidInput(f"trainer {trainer_name!r} produces no adapter to export")
+    if not checkpoint_uri:
+        raise NotFound("the best trial has no checkpoint yet")
+    try:
+        checkpoint = store_from_uri(store_uri).fetch(checkpoint_uri)
+    except (CheckpointError, ValueError) as error:
+        raise NotFound(f"the best trial's checkpoint cannot be read: {error}") from error
+    with tempfile.TemporaryDirectory(prefix="hpo-export-") as scratch:
+        folder = export(Path(checkpoint), Path(scratch) / "adapter")
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+            archive.add(folder, arcname="adapter")
+        return buffer.getvalue()
+
+
+def unpack_adapter_archive(data: bytes, out_dir: Path) -> Path:
+    """Extract an archive from `export_adapter_archive` into ``out_dir`` (refusing unsafe members)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        archive.extractall(out_dir, filter="data")  # "data" refuses absolute paths, '..' and links out
+    return out_dir / "adapter"
