@@ -19,7 +19,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 MAX_RUNGS = 10
 _TAGS = {"float", "int", "categorical"}
 _SPACE_ADAPTER: TypeAdapter[SearchSpace] = TypeAdapter(SearchSpace)
-SchedulerKind = Literal["hyperband", "asha", "random"]
+SchedulerKind = Literal["hyperband", "asha", "random", "mup_transfer"]
 SamplerKind = Literal["tpe", "random", "qmc", "gp", "cmaes"]
 
 
@@ -32,6 +32,37 @@ class Objective(_Strict):
     direction: Direction = Direction.MINIMIZE
 
 
+class CheckSweep(_Strict):
+    """Stage 3 of muP transfer: sweep one parameter around the transferred value at the target width."""
+
+    param: str = "learning_rate"
+    factor: float = Field(default=2.0, gt=1.0, le=10.0, description="grid step: value * factor**k")
+    steps: int = Field(default=2, ge=1, le=8, description="grid steps on each side of the transferred value")
+
+
+class TransferSpec(_Strict):
+    """muP transfer (or rank transfer): tune at proxy width(s), train the top-k at the target."""
+
+    param: str = Field(default="width", description="the trial parameter that carries the width (or rank)")
+    axis: Literal["width", "rank"] = "width"
+    proxy: list[int] = Field(min_length=1, max_length=4, description="proxy widths (or ranks) for stage 1")
+    target: int = Field(gt=0)
+    top_k: int = Field(default=3, ge=1, le=64)
+    stage1: Literal["hyperband", "asha"] = "hyperband"
+    check: CheckSweep | None = Field(default_factory=CheckSweep)
+    # Training cost per budget unit grows like width**compute_exponent (2 for a transformer's
+    # width at fixed depth; about 1 for an adapter's rank): used to report the tuning cost.
+    compute_exponent: float = Field(default=2.0, ge=0.0, le=4.0)
+
+    @model_validator(mode="after")
+    def _check_widths(self) -> "TransferSpec":
+        if any(p <= 0 for p in self.proxy):
+            raise ValueError("proxy widths must be positive")
+        if max(self.proxy) >= self.target:
+            raise ValueError(f"proxy widths {self.proxy} must be smaller than the target {self.target}")
+        return self
+
+
 class SchedulerSpec(_Strict):
     kind: SchedulerKind = "hyperband"
     min_budget: float = Field(default=1.0, gt=0)
@@ -39,6 +70,7 @@ class SchedulerSpec(_Strict):
     eta: int = Field(default=3, ge=2, le=16)
     # Hyperband: how many times to sweep all brackets (limits may end it earlier).
     iterations: int = Field(default=1, ge=1, le=1000)
+    transfer: TransferSpec | None = None  # only for kind mup_transfer
 
     @model_validator(mode="after")
     def _check_budgets(self) -> "SchedulerSpec":
@@ -48,6 +80,8 @@ class SchedulerSpec(_Strict):
             raise ValueError(
                 f"min_budget ({self.min_budget}) must be <= max_budget ({self.max_budget})"
             )
+        if (self.kind == "mup_transfer") != (self.transfer is not None):
+            raise ValueError("kind mup_transfer needs a `transfer` section, and only it may have one")
         # More rungs than this makes Hyperband's first bracket astronomically large (eta**s trials).
         if self.max_budget / self.min_budget >= float(self.eta) ** (MAX_RUNGS + 1):
             raise ValueError(

@@ -78,6 +78,16 @@ def _check_trainer(spec: StudySpec) -> None:
         raise InvalidInput(
             f"invalid params for trainer {trainer.name!r}: {format_validation_error(error, 'trainer.params')}"
         ) from error
+    transfer = spec.scheduler.transfer
+    if transfer is not None:
+        axes = getattr(trainer, "transfer_axes", ("width",) if trainer.supports_mup else ())
+        if transfer.axis not in axes:
+            raise InvalidInput(
+                f"scheduler.transfer: trainer {trainer.name!r} does not declare {transfer.axis} transfer "
+                f"(muP support); it declares: {', '.join(axes) or 'none'}. Use a trainer that does, e.g. mup_gpt"
+            )
+        if transfer.check is not None and transfer.check.param not in spec.space:
+            raise InvalidInput(f"scheduler.transfer.check.param: {transfer.check.param!r} is not in the search space")
     if spec.objective.metric not in trainer.metrics:
         raise InvalidInput(
             f"objective.metric: trainer {trainer.name!r} does not report {spec.objective.metric!r}; "
