@@ -219,9 +219,10 @@ def worker(
 def study_create(
     file: Annotated[Path, typer.Option("-f", "--file", exists=True, dir_okay=False, help="Spec (YAML or JSON).")],
     server: Server = DEFAULT_SERVER,
+    token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """Create a study from a spec file."""
+    """Create a study from a spec file (the same name and spec again attaches to the existing study)."""
     try:
         spec = yaml.safe_load(file.read_text())
     except yaml.YAMLError as error:
