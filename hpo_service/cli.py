@@ -7,6 +7,7 @@ names the field).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -81,6 +82,9 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
     database_url: DatabaseUrl = None,
     migrate: Annotated[bool, typer.Option("--migrate", help="Upgrade the schema before starting.")] = False,
+    processes: Annotated[int, typer.Option("--processes", min=1, max=64,
+                                           help="API processes sharing the port (one Python process uses one core).")]
+    = 1,
 ) -> None:
     """Run the API server (configured by HPO_DATABASE_URL)."""
     import uvicorn
@@ -101,7 +105,14 @@ def serve(
     if token_file is not None:
         console.print(f"created a local admin token: it is in {token_file} (the CLI reads it from there)")
     console.print(f"hpo-service on http://{host}:{port} (API docs at /docs), database {_redact(settings.database_url)}")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    if processes == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        return
+    # Several processes: each builds its app from the environment (the protocol is safe with
+    # any number of API processes on one database).
+    os.environ["HPO_DATABASE_URL"] = settings.database_url
+    uvicorn.run("hpo_service.api.app:create_app", factory=True, workers=processes, host=host, port=port,
+                log_level="warning")
 
 
 @db_app.command("upgrade")

@@ -26,8 +26,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalize_url(url)
     if is_sqlite(url):
         return _make_sqlite_engine(url, **kwargs)
-    # pre_ping: after a PostgreSQL restart, pooled connections are dead; test before use.
-    options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+    # No pre-ping (a round trip per transaction): after a PostgreSQL restart the first
+    # use of a dead connection fails, SQLAlchemy invalidates the whole pool, the use case
+    # answers 503 and the client retries on a fresh connection. The pool matches the
+    # API's thread pool so busy moments do not open and close connections.
+    options: dict[str, Any] = {"pool_pre_ping": False, "pool_size": 20, "max_overflow": 40, "pool_recycle": 1800}
     options.update(kwargs)
     return create_engine(url, **options)
 

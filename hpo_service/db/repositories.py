@@ -78,6 +78,16 @@ def get_trial(session: Session, trial_id: int, *, lock: bool = False) -> Trial |
     return session.execute(query).scalar_one_or_none()
 
 
+def lease_view(session: Session, trial_id: int) -> Any:
+    """(lease_token, state, attempt, study_id, study_status, project_id) in one query, for the hot report path."""
+    query = (
+        select(Trial.lease_token, Trial.state, Trial.attempt, Trial.study_id, Study.status, Study.project_id)
+        .join(Study, Study.id == Trial.study_id)
+        .where(Trial.id == trial_id)
+    )
+    return session.execute(query).first()
+
+
 def claim_pending(session: Session, study_id: int) -> Trial | None:
     """Lock the oldest pending trial of a study; rows another transaction holds are skipped."""
     query = (

@@ -23,7 +23,7 @@ from hpo_service.db import repositories as repo
 from hpo_service.db.models import Study, Trial
 from hpo_service.domain.spec import StudySpec
 from hpo_service.domain.states import StudyStatus, TrialState
-from hpo_service.errors import Conflict, InvalidInput, StaleLease
+from hpo_service.errors import Conflict, InvalidInput, NotFound, StaleLease
 from hpo_service.orchestration.context import Context, as_utc
 from hpo_service.orchestration.studies import load_study, load_trial
 from hpo_service.orchestration.study_driver import StudyDriver, grant_lease
@@ -108,15 +108,19 @@ class TrialProtocol:
         self, trial_id: int, token: str, reports: list[tuple[float, dict[str, Any]]], project_id: int | None = None
     ) -> Ack:
         def use_case(session: Session) -> Ack:
-            trial, study = self._leased(session, trial_id, token, project_id)
+            # The hottest call: one narrow query (no ORM rows, no study spec) and one insert.
+            view = repo.lease_view(session, trial_id)
+            if view is None or (project_id is not None and view.project_id != project_id):
+                raise NotFound(f"trial {trial_id} does not exist")
+            _check_token(trial_id, view.lease_token, view.state, token)
             now = self._ctx.clock()
             rows = [
-                {"trial_id": trial.id, "attempt": trial.attempt, "step": step,
+                {"trial_id": trial_id, "attempt": view.attempt, "step": step,
                  "metrics": _finite_metrics(metrics), "created_at": now}
                 for step, metrics in reports
             ]
             repo.insert_reports(session, rows)
-            return Ack(_directive(study))
+            return Ack(_directive_for(view.status))
 
         return self._ctx.run(use_case)
 
@@ -239,13 +243,16 @@ class TrialProtocol:
 
     @staticmethod
     def _check_lease(trial: Trial, token: str) -> None:
-        if trial.lease_token != token:
-            raise StaleLease(
-                f"lease token for trial {trial.id} is stale: the trial was re-leased or requeued; "
-                "stop working on it"
-            )
-        if trial.state != TrialState.RUNNING.value:
-            raise Conflict(f"trial {trial.id} is {trial.state}, not running; it accepts no more reports")
+        _check_token(trial.id, trial.lease_token, trial.state, token)
+
+
+def _check_token(trial_id: int, current: str | None, state: str, token: str) -> None:
+    if current != token:
+        raise StaleLease(
+            f"lease token for trial {trial_id} is stale: the trial was re-leased or requeued; stop working on it"
+        )
+    if state != TrialState.RUNNING.value:
+        raise Conflict(f"trial {trial_id} is {state}, not running; it accepts no more reports")
 
 
 def _objective(session: Session, trial: Trial, metrics: dict[str, Any], metric: str) -> float:
@@ -267,8 +274,12 @@ def _already_done_with(trial: Trial, token: str) -> bool:
 
 
 def _directive(study: Study) -> Directive:
-    return "stop" if study.status in (StudyStatus.CANCELLED.value, StudyStatus.FAILED.value,
-                                      StudyStatus.COMPLETED.value) else "continue"
+    return _directive_for(study.status)
+
+
+def _directive_for(status: str) -> Directive:
+    return "stop" if status in (StudyStatus.CANCELLED.value, StudyStatus.FAILED.value,
+                                StudyStatus.COMPLETED.value) else "continue"
 
 
 def _finite_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from hpo_service.domain.space import Distribution
 from hpo_service.domain.spec import StudySpec
 from hpo_service.errors import InvalidInput
+from hpo_service.sampling.proposer import ensure_sampler_available
 from hpo_service.scheduling.factory import make_scheduler
 from hpo_service.workers.registry import UnknownTrainer, load_trainer
 
@@ -60,6 +61,7 @@ def resolve_spec(spec: StudySpec, search_space_dir: Path) -> StudySpec:
         inline = load_named_space(spec.search_space, search_space_dir)
         spec = StudySpec.model_validate({**spec.model_dump(mode="json"), "search_space": inline})
     _check_trainer(spec)
+    ensure_sampler_available(spec.sampler.kind)  # e.g. gp needs torch: say so now, not at the first lease
     try:
         make_scheduler(spec.scheduler, spec.limits)
     except ValueError as error:
