@@ -1,5 +1,5 @@
 # hpo-service image: the `hpo` command with the server extra (API, migrations, worker loop).
-# Used by docker-compose.yml for both the api and the worker service.
+# Used by docker-compose.yml for every service; the Ray services build it with EXTRAS=server,worker.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -22,11 +22,12 @@ RUN pip install "/src[${EXTRAS}]" && rm -rf /src
 COPY search_spaces /app/search_spaces
 ENV HPO_SEARCH_SPACE_DIR=/app/search_spaces
 
-# Non-root user. /checkpoints exists (owned by it) so a named volume mounted there starts
-# writable; /app is the working directory for anything relative (e.g. the default .hpo/).
+# Non-root user. /checkpoints and ~/.ray exist (owned by it) so named volumes mounted there
+# start writable (~/.ray holds the Ray cluster's auth token in docker-compose.yml); /app is
+# the working directory for anything relative (e.g. the default .hpo/).
 RUN useradd --create-home --uid 10001 --user-group hpo \
-    && mkdir -p /checkpoints \
-    && chown -R hpo:hpo /checkpoints /app
+    && mkdir -p /checkpoints /home/hpo/.ray \
+    && chown -R hpo:hpo /checkpoints /app /home/hpo/.ray
 WORKDIR /app
 USER hpo
 

@@ -135,14 +135,28 @@ def db_bootstrap_token(
     name: Annotated[str, typer.Option(help="A name for the token.")] = "bootstrap admin",
     out: Annotated[Path | None, typer.Option(help="Write the token to this file (mode 600) instead of printing it.")]
     = None,
+    secret_env: Annotated[str | None, typer.Option(help="Use the secret in this environment variable (>= 32 chars).")]
+    = None,
+    if_none: Annotated[bool, typer.Option("--if-none", help="Do nothing when a token exists already.")] = False,
 ) -> None:
     """Create an admin token of the default project directly in the database (first set-up of a server)."""
     from hpo_service.api.startup import bootstrap_token, write_token_file
     from hpo_service.settings import Settings
 
     settings = Settings(database_url=database_url) if database_url else Settings()
-    issued = bootstrap_token(settings, name)
-    if out is not None:
+    secret = os.environ.get(secret_env) if secret_env else None
+    if secret_env and not secret:
+        fail(f"--secret-env {secret_env}: the variable is not set", EXIT_USAGE)
+    try:
+        issued = bootstrap_token(settings, name, secret, if_none)
+    except InvalidInput as error:
+        fail(error.message, EXIT_USAGE)
+    if issued is None:
+        console.print("a token exists already; nothing to do")
+        return
+    if secret is not None:
+        console.print(f"admin token {issued.token.prefix}… created from ${secret_env}")
+    elif out is not None:
         write_token_file(out, issued.secret)
         console.print(f"admin token {issued.token.prefix}… written to {out}")
     else:

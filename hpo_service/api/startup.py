@@ -61,10 +61,14 @@ def prepare_server(settings: Settings, host: str) -> Path | None:
         context.engine.dispose()
 
 
-def bootstrap_token(settings: Settings, name: str) -> IssuedToken:
+def bootstrap_token(settings: Settings, name: str, secret: str | None = None,
+                    if_none: bool = False) -> IssuedToken | None:
+    """Create an admin token; with ``if_none``, only when the database has no token yet."""
     access, context = _access(settings)
     try:
         check_schema(context.engine)
-        return access.bootstrap_admin(name)
+        if if_none and access.token_count() > 0:
+            return None
+        return access.bootstrap_admin(name, secret)
     finally:
         context.engine.dispose()

@@ -94,7 +94,7 @@ class AccessService:
 
     def _issue(
         self, session: Session, project: str, name: str, scope: Scope, expires_in: timedelta | None,
-        *, create_project: bool,
+        *, create_project: bool, secret: str | None = None,
     ) -> IssuedToken:
         now = self._ctx.clock()
         project_row = session.execute(select(Project).where(Project.name == project)).scalar_one_or_none()
@@ -104,7 +104,7 @@ class AccessService:
             project_row = Project(name=project, created_at=now)
             session.add(project_row)
             session.flush()
-        secret = new_secret()
+        secret = secret or new_secret()
         token = ApiToken(
             project_id=project_row.id, name=name, scope=scope.value, token_hash=hash_token(secret),
             prefix=secret[: len(TOKEN_PREFIX) + 6], created_at=now,
@@ -146,10 +146,15 @@ class AccessService:
     def token_count(self) -> int:
         return self._ctx.run(lambda s: int(s.execute(select(func.count()).select_from(ApiToken)).scalar_one()))
 
-    def bootstrap_admin(self, name: str = "bootstrap admin") -> IssuedToken:
-        """The first admin token of the default project (start-up of an embedded server, or `hpo db`)."""
+    def bootstrap_admin(self, name: str = "bootstrap admin", secret: str | None = None) -> IssuedToken:
+        """An admin token of the default project (start-up of an embedded server, or `hpo db`).
+
+        ``secret`` lets a deployment choose it (e.g. from a secret store); it must be long.
+        """
+        if secret is not None and len(secret) < 32:
+            raise InvalidInput("a chosen admin token must have at least 32 characters")
         return self._ctx.run(lambda s: self._issue(s, DEFAULT_PROJECT, name, Scope.ADMIN, None,
-                                                   create_project=True))
+                                                   create_project=True, secret=secret))
 
     def project_id(self, name: str) -> int:
         def use_case(session: Session) -> int:

@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from typing import Any
 
 from hpo_service.client import HpoClient
@@ -57,6 +58,7 @@ class SlotWorker:
         self.slot = slot
         self.worker_id = slot_worker_id(slot)
         self._options = options
+        self._one_loop = threading.Lock()
         # The store is built here, in the actor's own process and node: a file:// root is
         # that node's view of the shared folder, an object store would download from here.
         store = store_from_uri(options.checkpoint_uri)
@@ -67,7 +69,11 @@ class SlotWorker:
         log.info("slot %d started: worker %s, GPUs %s", slot, self.worker_id, _visible_gpus(gpus))
 
     def run(self) -> int:
-        return self._loop.run(max_trials=self._options.max_trials, exit_when_idle=self._options.exit_when_idle)
+        # Ray may call a run() lost that still runs here (a network partition: "the task may or
+        # may not have been executed"); the supervisor then calls run() again. One loop at a
+        # time: the second call waits for the first to end (after a drain it returns at once).
+        with self._one_loop:
+            return self._loop.run(max_trials=self._options.max_trials, exit_when_idle=self._options.exit_when_idle)
 
     def drain(self) -> None:
         if not self._loop.stop.is_set():

@@ -208,6 +208,8 @@ class SlotPool:
 
     ``ray`` is the Ray module (or a stand-in with ``wait``, ``get``, ``kill`` and
     ``exceptions``); ``actors`` are handles with ``run``, ``drain`` and ``info`` methods.
+    After a lost ``run()`` call the pool calls ``run()`` again once ``info()`` answers; the
+    actor makes sure that never starts a second loop beside one still running.
     ``request_drain`` may be called from a signal handler: the first call drains, the second
     kills the actors.
     """
@@ -287,7 +289,10 @@ class SlotPool:
         errors = self._ray.exceptions
         try:
             segments = self._ray.get(ref)
-        except errors.RayActorError as error:
+        except errors.RayTaskError as error:  # raised by the loop itself, e.g. a rejected token
+            log.error("slot %d stopped on an error: %s", slot.index, _last_line(error))
+            slot.outcome = "failed"
+        except errors.RayError as error:  # the actor process is gone: SIGKILL, OOM, node loss, ...
             if getattr(error, "actor_init_failed", False):
                 log.error("slot %d: the actor failed to start: %s", slot.index, _first_line(error))
                 slot.outcome = "failed"
@@ -298,9 +303,6 @@ class SlotPool:
                 log.warning("slot %d: actor process died (%s); Ray restarts it as a new worker, and its "
                             "trial returns through lease expiry", slot.index, _first_line(error))
                 slot.probe_at, slot.backoff, slot.dead_probes = self._clock(), _RESTART_POLL_S, 0
-        except errors.RayTaskError as error:
-            log.error("slot %d stopped on an error: %s", slot.index, _last_line(error))
-            slot.outcome = "failed"
         else:
             slot.outcome = "drained" if self._drain.is_set() else "done"
             log.info("slot %d %s after %s trial segment(s)", slot.index, slot.outcome, segments)
@@ -311,7 +313,7 @@ class SlotPool:
             info = self._ray.get(ref)
         except errors.ActorUnavailableError:
             pass  # still restarting
-        except errors.RayActorError as error:
+        except errors.RayError as error:
             slot.dead_probes += 1
             if getattr(error, "actor_init_failed", False) or slot.dead_probes >= _DEAD_PROBES_BEFORE_GIVING_UP:
                 log.error("slot %d: Ray will not restart the actor: %s", slot.index, _first_line(error))
@@ -398,7 +400,9 @@ def ray_session(ray: Any, options: RayOptions) -> Iterator[list[dict[str, float]
                 ray.init(**local_init_kwargs(options, temp_dir, os.cpu_count() or 1))
             else:
                 ray.init(address=options.address, log_to_driver=True, logging_level=logging.WARNING)
-        except ConnectionError as error:
+        except (ConnectionError, getattr(ray.exceptions, "AuthenticationError", ConnectionError)) as error:
+            # AuthenticationError: the cluster uses token auth and this node has not got its token
+            # (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token).
             raise RayUnavailable(f"cannot join the Ray cluster at {options.address!r}: {error}") from error
         nodes = [{key: float(value) for key, value in node["Resources"].items()}
                  for node in ray.nodes() if node.get("Alive")]

@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any
 import pytest
 
 from hpo_service.client import HpoClient
+from hpo_service.client_types import DecisionInfo, TrialInfo
 from hpo_service.db.migrate import upgrade
 from hpo_service.workers.registry import available_trainers
 from tests.e2e.harness import Processes, wait_for
@@ -84,15 +86,25 @@ def processes(tmp_path: Path, postgres_url: str) -> Iterator[Processes]:
 
 
 def _ray_worker(processes: Processes, server: str, name: str) -> subprocess.Popen[bytes]:
-    return processes._start(name, "worker", "--server", server, "--ray-address", "local", "--slots", "2")
+    """`hpo worker --ray-address local --slots 2`, stderr to NAME.log and stdout to NAME.out."""
+    argv = [sys.executable, "-m", "hpo_service.cli", "worker", "--server", server,
+            "--ray-address", "local", "--slots", "2"]
+    with (processes.tmp / f"{name}.log").open("wb") as err, (processes.tmp / f"{name}.out").open("wb") as out:
+        process = subprocess.Popen(argv, env=processes.env, stdout=out, stderr=err)
+    processes.running.append(process)  # stopped (SIGTERM, then SIGKILL) by the fixture
+    return process
 
 
-def _running_on_slots(client: HpoClient, study_id: int) -> list[dict[str, Any]]:
+def _full_log(processes: Processes, name: str) -> str:
+    return (processes.tmp / f"{name}.log").read_text(errors="replace")
+
+
+def _running_on_slots(client: HpoClient, study_id: int) -> list[TrialInfo]:
     running = client.list_trials(study_id, state="running", limit=1000)["items"]
     return [t for t in running if t["lease_owner"] and SLOT_OWNER.search(t["lease_owner"])]
 
 
-def _check_completed_once(client: HpoClient, study_id: int, expected_trials: int) -> list[dict[str, Any]]:
+def _check_completed_once(client: HpoClient, study_id: int, expected_trials: int) -> list[DecisionInfo]:
     assert client.get_study(study_id)["status"] == "completed"
     trials = client.list_trials(study_id, limit=1000)["items"]
     assert len(trials) == expected_trials
@@ -118,7 +130,7 @@ def test_asha_through_ray_survives_a_killed_actor(processes: Processes, case: Tr
 
         # The top-rung slice is the longest: killing its actor lands mid-trial, and the retry
         # has to resume from the trial's own rung-1 checkpoint.
-        def top_rung_running() -> dict[str, Any] | None:
+        def top_rung_running() -> TrialInfo | None:
             assert worker.poll() is None, processes.log("ray-worker")
             return next((t for t in _running_on_slots(client, study_id)
                          if t["budget_target"] == case.max_budget and t["budget_done"] > 0), None)
@@ -128,23 +140,34 @@ def test_asha_through_ray_survives_a_killed_actor(processes: Processes, case: Tr
         match = SLOT_OWNER.search(victim_owner)
         assert match is not None
         victim_pid, slot = int(match["pid"]), match["slot"]
-        assert psutil.Process(victim_pid).parent() is not None  # an actor process of this machine
+        pool_processes = {p.pid for p in psutil.Process(worker.pid).children(recursive=True)}
+        assert victim_pid in pool_processes, "the lease owner is not an actor of our local Ray"
         os.kill(victim_pid, signal.SIGKILL)
 
         wait_for(lambda: client.get_study(study_id)["status"] != "running", 90, "the study to finish",
                  interval=0.5)
         decisions = _check_completed_once(client, study_id, expected_trials=9)
-        log = processes.log("ray-worker")
-        assert worker.poll() is None, log  # the pool outlived its actor
+        victim_detail = client.get_trial(victim_trial["id"])
+        log = _full_log(processes, "ray-worker")
+        assert worker.poll() is None, log[-3000:]  # the pool outlived its actor
 
     requeues = [d for d in decisions if d["kind"] == "requeue" and d["trial_id"] == victim_trial["id"]]
     assert requeues, "the killed actor's trial was not requeued"
     assert f"lease of worker {victim_owner} expired" in requeues[0]["reason"]
-    assert f"requeued as attempt 2 of 3 from budget {victim_trial['budget_done']:g}" in requeues[0]["reason"]
-    assert not [d for d in decisions if d["kind"] == "fail"]
+    resumed_from = victim_trial["budget_done"]
+    assert f"requeued as attempt 2 of 3 from budget {resumed_from:g}" in requeues[0]["reason"]
+    # Attempt 2 resumed from the trial's own checkpoint at that budget: the synthetic trainer
+    # refuses a resume without one (CheckpointError), which would log "checkpoint unusable".
+    assert not [d for d in decisions if d["kind"] == "fail" or "checkpoint unusable" in d["reason"]]
+    retried = [r["step"] for r in victim_detail["reports"] if r["attempt"] >= 2]
+    assert retried and min(retried) > resumed_from, victim_detail["reports"]
+    assert victim_detail["trial"]["state"] == "completed"
+    # The actors' progress lines reach the stderr of `hpo worker`, nothing goes to its stdout.
+    assert re.search(r"\(SlotWorker pid=\d+.*\).* slot-\d INFO trial \d+ \(study \d+\): step 9/9 loss", log)
+    assert "step " not in (processes.tmp / "ray-worker.out").read_text(errors="replace")
     # Ray replaced the actor: the same slot answered again as a new process.
     replaced = re.search(rf"slot {slot} is back as worker \S+-(\d+)-ray-slot{slot}", log)
-    assert replaced and int(replaced[1]) != victim_pid, log
+    assert replaced and int(replaced[1]) != victim_pid, log[-3000:]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -156,7 +179,7 @@ def test_sigterm_drains_the_ray_slots(processes: Processes, case: TrainerCase) -
         study_id = client.create_study(spec)["id"]
         worker = _ray_worker(processes, server, "ray-worker")
 
-        def both_slots_training() -> list[dict[str, Any]] | None:
+        def both_slots_training() -> list[TrialInfo] | None:
             assert worker.poll() is None, processes.log("ray-worker")
             running = [t for t in _running_on_slots(client, study_id)
                        if client.get_trial(t["id"])["reports"]]  # mid-trial: it has reported
@@ -176,8 +199,8 @@ def test_sigterm_drains_the_ray_slots(processes: Processes, case: TrainerCase) -
             assert f"worker {trial['lease_owner']} reported: worker is shutting down" in reason
             assert "requeued as attempt 2" in reason
     assert {t["id"] for t in running} & set(drained), f"no running trial was released: {decisions}"
-    log = processes.log("ray-worker")
-    assert "draining 2 slot(s)" in log and "'drained'" in log, log
+    log = _full_log(processes, "ray-worker")
+    assert "draining 2 slot(s)" in log and "'drained'" in log, log[-3000:]
     # The local Ray instance went down with the worker.
     _, alive = psutil.wait_procs(ray_processes, timeout=15)
     assert not alive, f"Ray processes still running: {[p.pid for p in alive]}"

@@ -4,6 +4,7 @@ that the real CLI accepts (parsed only, never executed)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -35,14 +36,21 @@ def test_compose_config_is_valid() -> None:
             "Run the suite with scripts/test (it installs Debian's docker-compose package as "
             "root) or `apt-get install docker-compose`."
         )
+    env = {**os.environ, "HPO_ADMIN_TOKEN": "hpo_" + "x" * 40}
     proc = subprocess.run(
         [binary, "-f", str(COMPOSE_FILE), "config", "-q"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
     assert proc.returncode == 0, f"docker-compose config -q failed:\n{proc.stdout}\n{proc.stderr}"
+    # Without the admin secret the stack must refuse to start (the API listens on 0.0.0.0).
+    bare = {k: v for k, v in env.items() if k != "HPO_ADMIN_TOKEN"}
+    refused = subprocess.run([binary, "-f", str(COMPOSE_FILE), "config", "-q"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=120, env=bare)
+    assert refused.returncode != 0 and "HPO_ADMIN_TOKEN" in refused.stderr
 
 
 def test_services_healthchecks_and_volumes(compose: dict[str, Any]) -> None:
@@ -96,11 +104,70 @@ def test_hpo_commands_parse_with_the_real_cli(compose: dict[str, Any]) -> None:
     assert not failures, "commands the CLI rejects:\n" + "\n".join(failures)
 
 
+def test_ray_head_and_gpu_worker(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    head, node = services["ray-head"], services["ray-worker"]
+    assert "ray-auth" in (compose.get("volumes") or {})
+    for service in (head, node):
+        assert "worker" in service["build"]["args"]["EXTRAS"].split(","), "the worker extra brings Ray"
+        assert service["profiles"] == ["ray"]  # `docker-compose up` without GPUs is unchanged
+        assert _env(service)["RAY_AUTH_MODE"] == "token"
+        assert "ray-auth:/home/hpo/.ray" in [str(v) for v in service["volumes"]]
+
+    [head_start] = [argv for argv in _shell_words(head["command"]) if argv[:2] == ["ray", "start"]]
+    assert {"--head", "--block", "--port=6379"} <= set(head_start)
+    assert "socket" in " ".join(_as_list(head["healthcheck"]["test"]))
+
+    [gpu] = node["deploy"]["resources"]["reservations"]["devices"]
+    assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
+    assert node["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    assert node["depends_on"]["api"]["condition"] == "service_healthy"
+    assert "checkpoints:/checkpoints" in [str(v) for v in node["volumes"]]
+    assert _env(node)["HPO_CHECKPOINT_URI"] == "file:///checkpoints"
+    vectors = _shell_words(node["command"])
+    assert vectors[0][:3] == ["ray", "start", "--address=ray-head:6379"]  # the node joins first...
+    assert vectors[-1][:2] == ["hpo", "worker"]  # ...then its pool of actors runs on it
+
+    from typer.main import get_command
+
+    from hpo_service.cli import app
+    from hpo_service.workers.ray_runtime import DEFAULT_DRAIN_TIMEOUT_S, RayOptions, ray_options_from_cli
+
+    params = _parse(get_command(app), vectors[-1][1:]).params
+    options = ray_options_from_cli(params["concurrency"], params["ray_address"], params["slots"],
+                                   params["gpus_per_trial"])
+    assert options == RayOptions("ray-head:6379", slots=4, gpus_per_trial=0.25)
+    assert _seconds(node["stop_grace_period"]) > DEFAULT_DRAIN_TIMEOUT_S, "docker would kill a draining worker"
+
+
+def test_ray_commands_parse_with_the_real_ray_cli(compose: dict[str, Any]) -> None:
+    scripts = pytest.importorskip("ray.scripts.scripts")
+    commands = [argv for service in compose["services"].values() if service.get("command")
+                for argv in _shell_words(service["command"]) if argv[0] == "ray"]
+    assert {tuple(argv[:2]) for argv in commands} == {("ray", "start"), ("ray", "get-auth-token")}
+    failures = []
+    for argv in commands:
+        try:
+            _parse(scripts.cli, [word for word in argv[1:] if not word.startswith(">") and word != "/dev/null"])
+        except Exception as exc:  # noqa: BLE001 -- click's UsageError and friends
+            message = getattr(exc, "format_message", lambda: str(exc))()
+            failures.append(f"{shlex.join(argv)}: {type(exc).__name__}: {message}")
+    assert not failures, "commands Ray's CLI rejects:\n" + "\n".join(failures)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
 def _as_list(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _seconds(duration: Any) -> float:
+    """A compose duration (``150s``, ``2m30s``, ``1h``) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", str(duration))
+    assert parts, f"not a duration: {duration!r}"
+    return sum(float(value) * units[unit] for value, unit in parts)
 
 
 def _env(service: dict[str, Any]) -> dict[str, str]:

@@ -89,7 +89,12 @@ def test_cli_refuses_conflicting_worker_options(argv: list[str], message: str) -
 
 def test_cli_hands_ray_options_to_the_runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls: list[tuple[WorkerOptions, RayOptions]] = []
-    monkeypatch.setattr(ray_runtime, "run_ray_workers", lambda options, ray: calls.append((options, ray)) or 0)
+
+    def fake_run(options: WorkerOptions, ray: RayOptions) -> int:
+        calls.append((options, ray))
+        return 0
+
+    monkeypatch.setattr(ray_runtime, "run_ray_workers", fake_run)
     result = CliRunner().invoke(app, [
         "worker", "--server", "http://api:8000", "--ray-address", "local", "--slots", "2",
         "--gpus-per-trial", "0.25", "--checkpoint-uri", tmp_path.as_uri(), "--study", "7",
@@ -174,7 +179,11 @@ def test_local_ray_is_private_quiet_and_fits_every_slot() -> None:
 # --------------------------------------------------------------------------- the pool
 
 
-class RayActorError(Exception):
+class RayError(Exception):
+    pass
+
+
+class RayActorError(RayError):
     def __init__(self, message: str = "actor died", actor_init_failed: bool = False) -> None:
         super().__init__(message)
         self.actor_init_failed = actor_init_failed
@@ -184,19 +193,27 @@ class ActorUnavailableError(RayActorError):
     pass
 
 
-class RayTaskError(Exception):
+class RayTaskError(RayError):
     pass
 
 
-FAKE_EXCEPTIONS = SimpleNamespace(RayActorError=RayActorError, ActorUnavailableError=ActorUnavailableError,
-                                  RayTaskError=RayTaskError)
+class OutOfMemoryError(RayError):
+    pass
+
+
+FAKE_EXCEPTIONS = SimpleNamespace(RayError=RayError, RayActorError=RayActorError,
+                                  ActorUnavailableError=ActorUnavailableError, RayTaskError=RayTaskError)
 
 
 def test_the_fake_exceptions_mirror_rays_hierarchy() -> None:
     exceptions = pytest.importorskip("ray.exceptions")
     assert issubclass(exceptions.ActorUnavailableError, exceptions.RayActorError)
     assert issubclass(exceptions.ActorDiedError, exceptions.RayActorError)
+    assert issubclass(exceptions.RayActorError, exceptions.RayError)
+    assert issubclass(exceptions.RayTaskError, exceptions.RayError)
     assert not issubclass(exceptions.RayTaskError, exceptions.RayActorError)
+    assert issubclass(exceptions.OutOfMemoryError, exceptions.RayError)
+    assert not issubclass(exceptions.OutOfMemoryError, exceptions.RayTaskError)
     assert "actor_init_failed" in exceptions.RayActorError.__init__.__code__.co_varnames
 
 
@@ -318,6 +335,13 @@ def test_a_dead_actor_is_run_again_once_ray_has_restarted_it() -> None:
     pool, _ = _pool([actor], clock=SteppingClock(10.0))
     assert pool.run() == 0
     assert (actor.run_calls, pool.restarts, pool.outcomes()) == (2, 1, {0: "done"})
+
+
+def test_an_actor_killed_for_memory_is_run_again_too() -> None:
+    actor = FakeActor([OutOfMemoryError("Task was killed due to the node running low on memory"), 1])
+    pool, _ = _pool([actor], clock=SteppingClock(10.0))
+    assert pool.run() == 0
+    assert (actor.run_calls, pool.restarts) == (2, 1)
 
 
 def test_an_actor_ray_will_not_restart_is_given_up() -> None:
@@ -448,6 +472,22 @@ def test_a_drained_slot_releases_its_trial_as_retryable(slot_and_api: tuple[Slot
     reached = max(report["step"] for report in api.reports)
     assert reached < 200
     assert (tmp_path / "study-2" / "trial-5" / f"budget-{reached:g}" / "state.json").is_file()
+
+
+def test_a_second_run_call_never_starts_a_second_loop(slot_and_api: tuple[SlotWorker, FakeApi]) -> None:
+    slot, api = slot_and_api
+    first = threading.Thread(target=slot.run)
+    first.start()
+    assert api.first_report.wait(10)
+    second_result: list[int] = []
+    second = threading.Thread(target=lambda: second_result.append(slot.run()))
+    second.start()  # as after a run() Ray called lost while it still ran
+    time.sleep(0.3)
+    assert second.is_alive() and len(api.fails) == 0, "the second call must wait for the first loop"
+    slot.drain()
+    first.join(10)
+    second.join(10)
+    assert second_result == [0] and len(api.fails) == 1
 
 
 def test_a_slot_names_itself_by_host_pid_and_slot(slot_and_api: tuple[SlotWorker, FakeApi]) -> None:
