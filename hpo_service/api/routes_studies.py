@@ -95,7 +95,7 @@ def rungs(study_id: int, services: ServicesDep, caller: Reader) -> list[schemas.
 
 @router.get("/studies/{study_id}/best/adapter", responses={200: {"content": {"application/gzip": {}}}, **ERRORS})
 def best_adapter(study_id: int, services: ServicesDep, caller: Reader) -> Response:
-    """The best trial's adapter as a .tar.gz with an `adapter/` folder that `PeftModel.from_pretrained` loads."""
+    """The best trial's adapter as a .tar.gz with an `adapter/` folder (PEFT kinds: `PeftModel.from_pretrained`)."""
     trial, _ = services.studies.best(study_id, caller.project_id)
     spec = services.studies.get(study_id, caller.project_id).study.spec
     data = export_adapter_archive(spec["trainer"]["name"], trial.checkpoint_uri,

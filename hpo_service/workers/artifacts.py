@@ -13,14 +13,18 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from hpo_service.errors import InvalidInput, NotFound
+from hpo_service.errors import Conflict, InvalidInput, NotFound
 from hpo_service.workers.checkpoints import store_from_uri
 from hpo_service.workers.registry import load_trainer
 from hpo_service.workers.trainer import CheckpointError
 
 
 def export_adapter_archive(trainer_name: str, checkpoint_uri: str | None, store_uri: str) -> bytes:
-    """A .tar.gz of the exported adapter folder (its files at the archive's top level under adapter/)."""
+    """A .tar.gz of the exported adapter under ``adapter/``.
+
+    PEFT's own adapter kinds load with ``peft.PeftModel.from_pretrained``; this project's
+    (KronA, dynamic-rank, ETHER) with ``trainers.adapter_lm.export.load_adapter``.
+    """
     trainer = load_trainer(trainer_name)
     export = getattr(trainer, "export_adapter", None)
     if export is None:
@@ -32,7 +36,11 @@ def export_adapter_archive(trainer_name: str, checkpoint_uri: str | None, store_
     except (CheckpointError, ValueError) as error:
         raise NotFound(f"the best trial's checkpoint cannot be read: {error}") from error
     with tempfile.TemporaryDirectory(prefix="hpo-export-") as scratch:
-        folder = export(Path(checkpoint), Path(scratch) / "adapter")
+        try:
+            folder = export(Path(checkpoint), Path(scratch) / "adapter")
+        except CheckpointError as error:
+            raise Conflict(f"the best trial's checkpoint is unusable, so its adapter cannot be exported: {error}"
+                           ) from error
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
             archive.add(folder, arcname="adapter")

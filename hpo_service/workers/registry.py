@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "hpo_service.trainers"
 
 # Built-in trainers, so a source checkout works without an installed entry point.
-_BUILTIN = {"synthetic": "trainers.synthetic:TRAINER"}
+_BUILTIN = {"synthetic": "trainers.synthetic:TRAINER", "adapter_lm": "trainers.adapter_lm:TRAINER",
+            "mup_gpt": "trainers.mup_gpt:TRAINER"}
 
 
 class UnknownTrainer(LookupError):

@@ -15,7 +15,6 @@ atomically after the other files, so its presence and checksums vouch for the fo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -27,13 +26,20 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hpo_service.workers.trainer import CheckpointError
+from trainers.adapter_lm.layout import (
+    ADAPTER_FILE,
+    EXPORT_DIR,
+    EXTRA_FILE,
+    FORMAT,
+    OPTIMIZER_FILE,
+    STATE_FILE,
+    payload_checksum,
+    read_payload,
+    sha256_of,
+    verified_file,
+)
 
-STATE_FILE = "state.json"
-ADAPTER_FILE = "adapter.safetensors"
-OPTIMIZER_FILE = "optimizer.safetensors"
-EXTRA_FILE = "extra.safetensors"
-EXPORT_DIR = "export"
-FORMAT = 1
+__all__ = ["ADAPTER_FILE", "EXPORT_DIR", "EXTRA_FILE", "OPTIMIZER_FILE", "STATE_FILE", "Loaded", "read", "write"]
 
 
 @dataclass
@@ -44,18 +50,6 @@ class Loaded:
     extra: dict[str, torch.Tensor]
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _checksum(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # clone: safetensors refuses tensors sharing storage (VeRA's projections are shared).
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
@@ -63,13 +57,17 @@ def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def write(folder: Path, payload: dict[str, Any], adapter: dict[str, torch.Tensor],
           optimizer: dict[str, torch.Tensor], extra: dict[str, torch.Tensor]) -> None:
+    """Write the tensor files, then ``state.json`` with their digests (and those of ``export/``,
+    which the caller writes first) atomically: a folder with a valid state.json is complete."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
     for name, tensors in ((ADAPTER_FILE, adapter), (OPTIMIZER_FILE, optimizer), (EXTRA_FILE, extra)):
         save_file(_cpu(tensors), str(folder / name))
         files[name] = sha256_of(folder / name)
-    payload = {**payload, "files": files}
-    document = {"format": FORMAT, "payload": payload, "sha256": _checksum(payload)}
+    export = folder / EXPORT_DIR
+    exported = {p.name: sha256_of(p) for p in sorted(export.iterdir()) if p.is_file()} if export.is_dir() else {}
+    payload = {**payload, "files": files, "export_files": exported}
+    document = {"format": FORMAT, "payload": payload, "sha256": payload_checksum(payload)}
     partial = folder / f".{STATE_FILE}.partial"
     partial.write_text(json.dumps(document), encoding="utf-8")
     os.replace(partial, folder / STATE_FILE)
@@ -77,29 +75,14 @@ def write(folder: Path, payload: dict[str, Any], adapter: dict[str, torch.Tensor
 
 def read(folder: Path) -> Loaded:
     """The verified checkpoint in ``folder``; CheckpointError if anything is missing or corrupt."""
-    path = folder / STATE_FILE
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{path}: checkpoint file is missing") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: checkpoint is unreadable ({exc})") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("payload"), dict):
-        raise CheckpointError(f"{path}: not an adapter_lm checkpoint")
-    if document.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unknown checkpoint format {document.get('format')!r}")
-    payload: dict[str, Any] = document["payload"]
-    if document.get("sha256") != _checksum(payload):
-        raise CheckpointError(f"{path}: checksum mismatch, the checkpoint is corrupt")
+    payload = read_payload(folder)
     tensors = []
     for name in (ADAPTER_FILE, OPTIMIZER_FILE, EXTRA_FILE):
-        file = folder / name
+        path = verified_file(folder, name, payload.get("files"))
         try:
-            if sha256_of(file) != payload["files"][name]:
-                raise CheckpointError(f"{file}: checksum mismatch, the checkpoint is corrupt")
-            tensors.append(load_file(str(file)))
-        except (OSError, KeyError, SafetensorError) as exc:
-            raise CheckpointError(f"{file}: unreadable ({exc})") from exc
+            tensors.append(load_file(str(path)))
+        except (OSError, SafetensorError) as exc:
+            raise CheckpointError(f"{path}: unreadable ({exc})") from exc
     return Loaded(payload, *tensors)
 
 

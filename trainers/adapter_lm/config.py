@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 AdapterKind = Literal[
     "lora", "dora", "lokr", "loha", "adalora", "vera", "randlora", "oft", "krona", "dynamic_rank", "ether"
@@ -70,12 +70,17 @@ class AdapterLMConfig(BaseModel):
     chunked_loss: bool = Field(default=True, description="Cross-entropy in chunks, never all fp32 logits.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
-    @model_validator(mode="after")
-    def _check(self) -> "AdapterLMConfig":
-        low, high = self.adam_betas
-        if not (0.0 <= low < 1.0 and 0.0 <= high < 1.0):
-            raise ValueError(f"adam_betas must lie in [0, 1), got {self.adam_betas}")
-        for path in self.data_files:
+    @field_validator("data_files")
+    @classmethod
+    def _check_files(cls, files: list[str]) -> list[str]:
+        for path in files:
             if not path.endswith((".txt", ".jsonl")):
                 raise ValueError(f"data file {path!r}: only .txt and .jsonl files are read")
-        return self
+        return files
+
+    @field_validator("adam_betas")
+    @classmethod
+    def _check_betas(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= beta < 1.0 for beta in betas):
+            raise ValueError(f"adam_betas must lie in [0, 1), got {betas}")
+        return betas

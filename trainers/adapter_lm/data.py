@@ -73,7 +73,7 @@ class PackedData:
             yield self.eval_ids[start : start + batch_size], self.eval_labels[start : start + batch_size]
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=4)  # one epoch at a time is used; a permutation of 1M rows is 8 MB
 def _permutation(seed: int, epoch: int, size: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63))
     return torch.randperm(size, generator=generator)
@@ -119,7 +119,9 @@ def _record(config: AdapterLMConfig, line: str, where: str) -> Document:
     return Document(PROMPT_TEMPLATE.format(instruction=instruction), response)
 
 
-def pack(documents: list[Document], tokenizer: Any, seq_len: int, train_on_prompt: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def pack(
+    documents: list[Document], tokenizer: Any, seq_len: int, train_on_prompt: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ids, labels)`` of shape ``(n, seq_len)``: documents + EOS, concatenated and cut."""
     eos = tokenizer.eos_token_id
     if eos is None:
@@ -128,13 +130,14 @@ def pack(documents: list[Document], tokenizer: Any, seq_len: int, train_on_promp
     responses = _tokenize(tokenizer, [d.response for d in documents])
     ids: list[int] = []
     labels: list[int] = []
-    for prompt, response in zip(prompts, responses):
+    for prompt, response in zip(prompts, responses, strict=True):
         ids += prompt + response + [eos]
         labels += (prompt if train_on_prompt else [IGNORE_INDEX] * len(prompt)) + response + [eos]
     count = len(ids) // seq_len
-    shape = (count, seq_len)
     used = count * seq_len
-    return torch.tensor(ids[:used], dtype=torch.long).view(shape), torch.tensor(labels[:used], dtype=torch.long).view(shape)
+    id_rows = torch.tensor(ids[:used], dtype=torch.long).view(count, seq_len)
+    label_rows = torch.tensor(labels[:used], dtype=torch.long).view(count, seq_len)
+    return id_rows, label_rows
 
 
 def _tokenize(tokenizer: Any, texts: list[str]) -> list[list[int]]:

@@ -37,15 +37,19 @@ def _supports_chunked_loss(base: Any) -> bool:
     return getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", None) is None
 
 
+def _upcast(logits: torch.Tensor) -> torch.Tensor:
+    # Softmax over a 32k vocabulary in bf16 loses the loss's small differences; fp64 stays.
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
 def _ce_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    logits = F.linear(hidden, weight).float()
-    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return F.cross_entropy(_upcast(F.linear(hidden, weight)), labels, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
                           chunk: int = CHUNK_TOKENS) -> torch.Tensor:
     """Summed token cross-entropy of ``hidden @ weight.T`` against ``labels`` (flat), chunk by chunk."""
-    total = hidden.new_zeros((), dtype=torch.float32)
+    total = hidden.new_zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32))
     for start in range(0, hidden.shape[0], chunk):
         piece = (hidden[start : start + chunk], weight, labels[start : start + chunk])
         if torch.is_grad_enabled():
@@ -84,12 +88,48 @@ class LossComputer:
                 hidden = self.run_backbone(input_ids=ids).last_hidden_state[:, :-1]
                 return chunked_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), self.head.weight, targets)
             logits = self.full_model(input_ids=ids).logits[:, :-1]
-            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets,
+            return F.cross_entropy(_upcast(logits.reshape(-1, logits.shape[-1])), targets,
                                    ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 def count_targets(labels: torch.Tensor) -> int:
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+class StepRunner:
+    """One optimizer step over ``grad_accum`` micro-batches: the hot loop of the trainer (and of
+    bench/trainer_throughput.py, which times exactly this)."""
+
+    def __init__(self, adapter: Adapter, loss: LossComputer, optimizer: torch.optim.Optimizer,
+                 max_grad_norm: float | None) -> None:
+        self.adapter, self.loss, self.optimizer = adapter, loss, optimizer
+        self.max_grad_norm = max_grad_norm
+        self.params = [p for _, p in adapter.trainable_parameters()]
+
+    def step(self, step: int, lr_scale: float, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Train on ``batches`` (CPU tensors) and return the step's mean token loss, on the device.
+
+        The loss is summed over all micro-batches' target tokens and divided once, so gradient
+        accumulation gives the gradient of one large batch. Nothing here waits for the device.
+        """
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * lr_scale
+        targets = max(1, sum(count_targets(labels) for _, labels in batches))  # CPU labels: no sync
+        step_loss = torch.zeros((), dtype=torch.float32, device=self.loss.device)
+        for ids, labels in batches:
+            loss_sum = self.loss(ids, labels)
+            objective: torch.Tensor = loss_sum / targets
+            penalty = self.adapter.regularization(step)
+            if penalty is not None:
+                objective = objective + penalty / len(batches)
+            objective.backward()  # type: ignore[no-untyped-call]
+            step_loss += loss_sum.detach() / targets
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optimizer.step()
+        self.adapter.after_optimizer_step(step)
+        self.optimizer.zero_grad(set_to_none=True)
+        return step_loss
 
 
 @torch.no_grad()

@@ -7,6 +7,8 @@ and PEFT. ``train`` imports the heavy part, ``training.py``, in the worker.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel
 
 from hpo_service.workers.trainer import Reporter, TrainRequest, TrainResult
@@ -30,6 +32,12 @@ class AdapterLMTrainer:
         from trainers.adapter_lm.training import train_slice
 
         return train_slice(request, reporter)
+
+    def export_adapter(self, checkpoint_dir: Path, out_dir: Path) -> Path:
+        """Write a loadable adapter from a checkpoint folder (see export.py); needs no torch."""
+        from trainers.adapter_lm.export import export_adapter
+
+        return export_adapter(checkpoint_dir, out_dir)
 
 
 TRAINER = AdapterLMTrainer()

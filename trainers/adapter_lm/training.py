@@ -26,7 +26,7 @@ from trainers.adapter_lm.config import AdapterLMConfig
 from trainers.adapter_lm.data import load_data
 from trainers.adapter_lm.model import autocast_dtype, load_base_model, load_tokenizer, select_device
 from trainers.adapter_lm.params import TrialParams, parse_trial_params
-from trainers.adapter_lm.runtime import LossComputer, count_targets, evaluate, make_optimizer, peak_memory_mb
+from trainers.adapter_lm.runtime import LossComputer, StepRunner, evaluate, make_optimizer, peak_memory_mb
 from trainers.adapter_lm.schedule import BudgetClock, lr_factor, report_steps, warmup_steps
 
 _BUDGET_TOLERANCE = 1e-9
@@ -83,6 +83,13 @@ class _Slice:
         self.total_steps = self.clock.step_at(config.max_budget)
         self.step_from, self.step_to = self._slice_steps()
         base = load_base_model(config, self.device, self.autocast or torch.float32)
+        if config.gradient_checkpointing:
+            # Non-reentrant: the frozen embeddings' outputs need not require grad for it to work.
+            # transformers 5.x renamed the method and warns on the old name.
+            if hasattr(base, "activation_checkpointing_enable"):
+                base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base_storage = {t.data_ptr() for t in base.state_dict().values()}
         torch.manual_seed(request.seed)  # adapter init depends on the trial seed only
         self.adapter = build_adapter(self.trial.kind, base, self.trial.adapter, self.total_steps,
@@ -90,11 +97,14 @@ class _Slice:
         self.model = self.adapter.model
         # Whatever the injection added (parameters and buffers) is the adapter's state.
         self.state_keys = sorted(k for k, v in self.model.state_dict().items() if v.data_ptr() not in base_storage)
+        if any(".base_layer." in key for key in self.state_keys):  # would checkpoint the whole model
+            raise ValueError(f"adapter {self.trial.kind} replaced frozen base weights; refusing to train it")
         self.names = {id(p): n for n, p in self.model.named_parameters() if p.requires_grad}
         optim = self.trial.optimizer
         self.optimizer = make_optimizer(self.adapter, optim.learning_rate, optim.weight_decay, config, self.device)
         self.warmup = warmup_steps(self.total_steps, optim.warmup_ratio)
         self.loss = LossComputer(self.model, config, self.device, self.autocast)
+        self.runner = StepRunner(self.adapter, self.loss, self.optimizer, config.max_grad_norm)
 
     def _slice_steps(self) -> tuple[int, int]:
         start, end, top = self.request.budget_from, self.request.budget_to, self.config.max_budget
@@ -139,28 +149,11 @@ class _Slice:
         checkpoint.restore_rng(loaded.extra, self.device)
 
     def _train_step(self, step: int) -> int:
-        factor = lr_factor(step, self.total_steps, self.warmup, self.config.lr_schedule, self.config.min_lr_ratio)
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
         config = self.config
+        factor = lr_factor(step, self.total_steps, self.warmup, config.lr_schedule, config.min_lr_ratio)
         batches = [self.data.micro_batch(self.request.seed, step, m, config.batch_size, config.grad_accum_steps)
                    for m in range(config.grad_accum_steps)]
-        targets = max(1, sum(count_targets(labels) for _, labels in batches))
-        step_loss = torch.zeros((), dtype=torch.float32, device=self.device)
-        for ids, labels in batches:
-            loss_sum = self.loss(ids, labels)
-            objective = loss_sum / targets
-            penalty = self.adapter.regularization(step)
-            if penalty is not None:
-                objective = objective + penalty / len(batches)
-            objective.backward()
-            step_loss += loss_sum.detach() / targets
-        if config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_([p for _, p in self.adapter.trainable_parameters()], config.max_grad_norm)
-        self.optimizer.step()
-        self.adapter.after_optimizer_step(step)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.window_loss += step_loss  # summed on the device: no host sync per step
+        self.window_loss += self.runner.step(step, factor, batches)  # summed on the device: no sync
         self.window_steps += 1
         return sum(ids.numel() for ids, _ in batches)
 
@@ -213,6 +206,7 @@ class _Slice:
         payload = {**self._identity(), "trial_id": self.request.trial_id, "step": step, "budget_done": budget_done,
                    "total_steps": self.total_steps, "window_steps": self.window_steps, "metrics": metrics,
                    "adapter_meta": method_meta, "base_model": self.config.model}
+        # export/ first: state.json, written last, records its digests too.
+        self.adapter.export(folder / checkpoint.EXPORT_DIR, self.config.model)
         checkpoint.write(folder, payload, {k: state[k] for k in self.state_keys},
                          checkpoint.optimizer_tensors(self.optimizer, self.names), extra)
-        self.adapter.export(folder / checkpoint.EXPORT_DIR, self.config.model)

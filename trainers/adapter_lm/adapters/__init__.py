@@ -16,7 +16,6 @@ from safetensors.torch import save_file
 from torch import nn
 
 from trainers.adapter_lm.adapters.base import (
-    CUSTOM_FORMAT,
     Adapter,
     AdapterParams,
     adapter_state_dict,
@@ -28,12 +27,11 @@ from trainers.adapter_lm.adapters.krona import KronaParams, inject_krona
 from trainers.adapter_lm.adapters.peft_adapters import PARAMS as PEFT_PARAMS
 from trainers.adapter_lm.adapters.peft_adapters import build_peft_adapter
 from trainers.adapter_lm.adapters.targets import resolve_targets
+from trainers.adapter_lm.export import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CUSTOM_FORMAT
 
 PARAMS: dict[str, type[AdapterParams]] = {
     **PEFT_PARAMS, "krona": KronaParams, "dynamic_rank": DynamicRankParams, "ether": EtherParams,
 }
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def parse_adapter_params(kind: str, raw: dict[str, Any]) -> AdapterParams:

@@ -18,8 +18,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-CUSTOM_FORMAT = "hpo_service.adapter_lm/1"  # adapter_config.json "format" of our own adapters
-
 
 class AdapterParams(BaseModel):
     """Params every adapter kind accepts; subclasses add their method's knobs."""
@@ -48,7 +46,8 @@ class Adapter:
         """Param groups with a ``base_lr`` each (the schedule scales it). Vectors (magnitudes,
         gates, biases) get no weight decay: decaying a DoRA magnitude or a rank gate toward zero
         switches the adapter off rather than regularising it."""
-        matrices, vectors = [], []
+        matrices: list[nn.Parameter] = []
+        vectors: list[nn.Parameter] = []
         for _, param in self.trainable_parameters():
             (matrices if param.ndim >= 2 else vectors).append(param)
         groups = [{"params": matrices, "base_lr": lr, "weight_decay": weight_decay}]

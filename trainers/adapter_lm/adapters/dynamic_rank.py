@@ -47,7 +47,7 @@ class DynamicRankParams(AdapterParams):
     dem_weight: float = Field(default=0.1, ge=0.0, description="Weight of the variance penalty.")
 
     @model_validator(mode="after")
-    def _check(self) -> "DynamicRankParams":
+    def _check(self) -> DynamicRankParams:
         if self.target_rank > self.rank:
             raise ValueError(f"target_rank ({self.target_rank}) must be <= rank ({self.rank})")
         if self.start_ratio + self.end_ratio >= 1.0:
@@ -56,6 +56,8 @@ class DynamicRankParams(AdapterParams):
 
 
 class DynamicRankLinear(AdapterLayer):
+    rank_mask: torch.Tensor
+
     def __init__(self, base_layer: nn.Linear, rank: int, alpha: float, dropout: float) -> None:
         super().__init__(base_layer)
         device = base_layer.weight.device
@@ -73,25 +75,28 @@ class DynamicRankLinear(AdapterLayer):
         return self.lora_c * self.rank_mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = self.base_layer(x)
+        result: torch.Tensor = self.base_layer(x)
         h = F.linear(self.adapter_dtype_input(self.dropout(x), self.lora_A.dtype), self.lora_A)
         update = F.linear(h * self.gates().to(h.dtype), self.lora_B)
         return result + (self.scaling * update).to(result.dtype)
 
     def delta_weight(self) -> torch.Tensor:
-        return self.scaling * (self.lora_B * self.gates()) @ self.lora_A
+        delta: torch.Tensor = self.scaling * (self.lora_B * self.gates()) @ self.lora_A
+        return delta
 
     @torch.no_grad()
     def component_norms(self) -> torch.Tensor:
         """``||delta_W_i||_F / s`` per component, without forming any ``out x in`` tensor."""
-        return self.gates().abs() * self.lora_A.norm(dim=1) * self.lora_B.norm(dim=0)
+        norms: torch.Tensor = self.gates().abs() * self.lora_A.norm(dim=1) * self.lora_B.norm(dim=0)
+        return norms
 
     @torch.no_grad()
     def update_norm(self) -> torch.Tensor:
         """``||delta_W||_F / s`` from the ``r x r`` Gram matrices of ``A`` and ``B``."""
         c = self.gates()
         squared = (torch.outer(c, c) * (self.lora_B.t() @ self.lora_B) * (self.lora_A @ self.lora_A.t())).sum()
-        return squared.clamp_min(0.0).sqrt()
+        norm: torch.Tensor = squared.clamp_min(0.0).sqrt()
+        return norm
 
     def importance(self) -> torch.Tensor:
         return self.component_norms() / (self.update_norm() + _EPS)
@@ -111,7 +116,9 @@ class RankController:
     """Scores, prunes and regularises the dynamic-rank layers on the ``total_steps`` schedule."""
 
     def __init__(self, model: nn.Module, params: DynamicRankParams, total_steps: int) -> None:
-        self.layers = {n: m for n, m in model.named_modules() if isinstance(m, DynamicRankLinear)}
+        self.layers: dict[str, DynamicRankLinear] = {
+            n: m for n, m in model.named_modules() if isinstance(m, DynamicRankLinear)
+        }
         self.params = params
         self.start = math.floor(params.start_ratio * total_steps)
         self.end = max(self.start, math.floor((1.0 - params.end_ratio) * total_steps))
@@ -142,15 +149,16 @@ class RankController:
         keep = torch.ones_like(ranked)
         if count > 0:
             keep[torch.topk(ranked, count, largest=False).indices] = 0.0
-        for name, chunk in zip(names, keep.split([self.layers[n].rank_mask.numel() for n in names])):
+        sizes = [self.layers[n].rank_mask.numel() for n in names]
+        for name, chunk in zip(names, torch.split(keep, sizes), strict=True):
             self.layers[name].rank_mask.copy_(chunk)
 
     def regularization(self, step: int) -> torch.Tensor | None:
         if self.params.dem_weight == 0 or not self.pruning(step) or not self.layers:
             return None
-        total = sum(m.lora_A.var(dim=1).sum() + m.lora_B.var(dim=0).sum() for m in self.layers.values())
-        denominator = 2 * self.params.rank * len(self.layers)
-        return self.params.dem_weight * total / denominator  # type: ignore[operator]
+        total = torch.stack([m.lora_A.var(dim=1).sum() + m.lora_B.var(dim=0).sum() for m in self.layers.values()])
+        penalty: torch.Tensor = self.params.dem_weight * total.sum() / (2 * self.params.rank * len(self.layers))
+        return penalty
 
     def state(self) -> dict[str, torch.Tensor]:
         return {f"scores.{n}": s.detach().clone() for n, s in self.scores.items()}

@@ -45,7 +45,8 @@ def _reflect(x: torch.Tensor, u: torch.Tensor, v: torch.Tensor | None) -> torch.
     else:  # ETHER+: I - u u^T + v v^T
         vn = v / v.norm(dim=-1, keepdim=True)
         out = xb - coef_u * un + (xb * vn).sum(dim=-1, keepdim=True) * vn
-    return out.reshape(x.shape)
+    result: torch.Tensor = out.reshape(x.shape)
+    return result
 
 
 def householder_matrix(u: torch.Tensor, v: torch.Tensor | None) -> torch.Tensor:
@@ -59,7 +60,8 @@ def householder_matrix(u: torch.Tensor, v: torch.Tensor | None) -> torch.Tensor:
         else:
             vn = v[k] / v[k].norm()
             blocks.append(eye - torch.outer(un, un) + torch.outer(vn, vn))
-    return torch.block_diag(*blocks)
+    matrix: torch.Tensor = torch.block_diag(*blocks)  # type: ignore[no-untyped-call]
+    return matrix
 
 
 class EtherLinear(AdapterLayer):

@@ -41,6 +41,7 @@ def kron_matmul(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tens
     lead = x.shape[:-1]
     xm = x.reshape(-1, a2, b2)
     # Two association orders give the same result; take the one with fewer multiply-adds.
+    y: torch.Tensor
     if a1 * a2 * b2 + a1 * b2 * b1 <= a2 * b2 * b1 + a1 * a2 * b1:
         y = torch.matmul(torch.matmul(a, xm), b.t())
     else:
@@ -75,7 +76,7 @@ class KronaLinear(AdapterLayer):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = self.base_layer(x)
+        result: torch.Tensor = self.base_layer(x)
         update = kron_matmul(self.adapter_dtype_input(self.dropout(x), self.krona_A.dtype), self.krona_A, self.krona_B)
         return result + (self.scale * update).to(result.dtype)
 

@@ -61,7 +61,7 @@ class AdaLoraParams(AdapterParams):
     orth_reg_weight: float = Field(default=0.5, ge=0.0)
 
     @model_validator(mode="after")
-    def _check(self) -> "AdaLoraParams":
+    def _check(self) -> AdaLoraParams:
         if self.target_rank > self.init_rank:
             raise ValueError(f"target_rank ({self.target_rank}) must be <= init_rank ({self.init_rank})")
         if self.tinit_ratio + self.tfinal_ratio >= 1.0:
@@ -113,9 +113,9 @@ def peft_config(kind: str, p: Any, targets: list[str], total_steps: int) -> peft
         return peft.LoHaConfig(r=p.rank, alpha=p.alpha, rank_dropout=p.rank_dropout,
                                module_dropout=p.module_dropout, **common)
     if kind == "adalora":
+        # Ratios of max_budget's steps, so one search space fits any budget; they sum to < 1,
+        # which leaves the budget-shrinking phase PEFT requires at least one step.
         tinit, tfinal = int(p.tinit_ratio * total_steps), int(p.tfinal_ratio * total_steps)
-        if total_steps - tinit - tfinal < 1:
-            raise ValueError(f"AdaLoRA needs steps between tinit and tfinal; max_budget gives {total_steps} steps")
         return peft.AdaLoraConfig(init_r=p.init_rank, target_r=p.target_rank, lora_alpha=p.alpha,
                                   lora_dropout=p.dropout, tinit=tinit, tfinal=tfinal, deltaT=p.delta_t,
                                   beta1=p.beta1, beta2=p.beta2, orth_reg_weight=p.orth_reg_weight,
@@ -143,6 +143,8 @@ def quiet_peft() -> Iterator[None]:
 
 
 class PeftAdapter(Adapter):
+    model: Any  # a peft.PeftModel; its typing is too loose for attribute access
+
     def __init__(self, kind: str, model: nn.Module, targets: list[str], params: Any) -> None:
         super().__init__(kind, model, targets)
         self.params = params
@@ -191,28 +193,41 @@ class PeftAdapter(Adapter):
             return
         allocator = self.model.base_model.rankallocator
         allocator.reset_ipt()
+        device = next(p for _, p in self.trainable_parameters()).device  # checkpoints load on the CPU
         for key, value in tensors.items():
             field, _, name = key.partition("::")
-            getattr(allocator, field)[name] = value
+            getattr(allocator, field)[name] = value.to(device)
         self.model.peft_config[ADAPTER_NAME].rank_pattern = meta.get("rank_pattern")
 
     def export(self, out_dir: Path, base_model_name: str) -> None:
-        self.model.peft_config[ADAPTER_NAME].base_model_name_or_path = base_model_name
-        with quiet_peft():
-            self.model.save_pretrained(str(out_dir))
+        config = self.model.peft_config[ADAPTER_NAME]
+        config.base_model_name_or_path = base_model_name
+        # AdaLoRA: save full-size tensors without the rank pattern. Pruned triplets are zero, so
+        # outputs are identical, and PEFT's loader would otherwise warn that the pattern's keys
+        # (parameter names, not module names) "matched no module and were ignored".
+        pattern = getattr(config, "rank_pattern", None)
+        if self.kind == "adalora":
+            config.rank_pattern = None
+        try:
+            with quiet_peft():
+                self.model.save_pretrained(str(out_dir))
+        finally:
+            if self.kind == "adalora":
+                config.rank_pattern = pattern
 
 
 def build_peft_adapter(kind: str, model: nn.Module, params: Any, targets: list[str], total_steps: int,
                        autocast: bool) -> PeftAdapter:
     config = peft_config(kind, params, targets, total_steps)
     with quiet_peft():
-        peft_model = peft.get_peft_model(model, config)
+        peft_model: Any = peft.get_peft_model(model, config)
     if autocast:
         # Under autocast the matmuls choose bf16 themselves; PEFT's cast of the input to the
         # fp32 adapter dtype would only add a full pass over every adapted layer's input.
         for module in peft_model.modules():
             if isinstance(module, peft.tuners.tuners_utils.BaseTunerLayer):
-                module.cast_input_dtype_enabled = False
+                layer: Any = module  # the attribute is set by each tuner's layer, not declared
+                layer.cast_input_dtype_enabled = False
     if kind == "lokr":
         enable_fast_lokr(peft_model)
     return PeftAdapter(kind, peft_model, targets, params)
@@ -228,14 +243,16 @@ def enable_fast_lokr(model: nn.Module) -> int:
     count = 0
     for module in model.modules():
         if isinstance(module, peft.tuners.lokr.layer.Linear):
-            module._get_delta_activations = types.MethodType(_lokr_delta_activations, module)
+            layer: Any = module
+            layer._get_delta_activations = types.MethodType(_lokr_delta_activations, module)  # this instance only
             count += 1
     return count
 
 
 def _lokr_delta_activations(self: Any, adapter_name: str, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     if (self.training and self.rank_dropout[adapter_name]) or adapter_name in self.lokr_t2:
-        return type(self)._get_delta_activations(self, adapter_name, x, *args, **kwargs)
+        fallback: torch.Tensor = type(self)._get_delta_activations(self, adapter_name, x, *args, **kwargs)
+        return fallback
     if adapter_name in self.lokr_w1:
         w1 = self.lokr_w1[adapter_name]
     else:
@@ -245,4 +262,5 @@ def _lokr_delta_activations(self: Any, adapter_name: str, x: torch.Tensor, *args
     else:
         w2 = self.lokr_w2_a[adapter_name] @ self.lokr_w2_b[adapter_name]
     x = self._cast_input_dtype(x, w1.dtype)
-    return kron_matmul(x, w1, w2) * self.scaling[adapter_name]
+    delta: torch.Tensor = kron_matmul(x, w1, w2) * self.scaling[adapter_name]
+    return delta

@@ -38,7 +38,8 @@ def _in_block(name: str, needles: tuple[str, ...]) -> bool:
 def resolve_targets(model: nn.Module, spec: str | list[str], *, allow_conv1d: bool = True) -> list[str]:
     """Full names of the layers to adapt, sorted; ValueError if none match."""
     names = [spec] if isinstance(spec, str) else list(spec)
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
     linear = {
         name: module
         for name, module in model.named_modules()
