@@ -10,9 +10,12 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from hpo_service.db.models import RungResult as RungResultRow
+from hpo_service.db.models import Trial
+from hpo_service.db.repositories import IN_FLIGHT
 from hpo_service.scheduling.base import RungResult
 
-_COLUMNS = (RungResultRow.trial_id, RungResultRow.bracket, RungResultRow.rung, RungResultRow.score)
+_COLUMNS = (RungResultRow.trial_id, RungResultRow.bracket, RungResultRow.rung, RungResultRow.score,
+            RungResultRow.budget)
 
 
 class DbRungPort:
@@ -48,6 +51,23 @@ class DbRungPort:
         )
         query = select(func.count()).select_from(RungResultRow).where(*self._at(bracket, rung), ahead)
         return int(self._session.execute(query).scalar_one())
+
+    def in_flight(self, bracket_lo: int, bracket_hi: int) -> int:
+        query = select(func.count()).select_from(Trial).where(
+            Trial.study_id == self._study_id, Trial.state.in_(IN_FLIGHT),
+            Trial.bracket >= bracket_lo, Trial.bracket < bracket_hi,
+        )
+        return int(self._session.execute(query).scalar_one())
+
+    def best_at_budget(self, bracket_lo: int, bracket_hi: int, budget: float, k: int) -> list[RungResult]:
+        query = (
+            select(*_COLUMNS)
+            .where(RungResultRow.study_id == self._study_id, RungResultRow.budget == budget,
+                   RungResultRow.bracket >= bracket_lo, RungResultRow.bracket < bracket_hi)
+            .order_by(RungResultRow.score, RungResultRow.trial_id)
+            .limit(k)
+        )
+        return [RungResult(*row) for row in self._session.execute(query)]
 
     def ranked(self, bracket: int, rung: int) -> list[RungResult]:
         query = select(*_COLUMNS).where(*self._at(bracket, rung)).order_by(

@@ -155,7 +155,7 @@ class StudyDriver:
 
     def _create_trial(self, action: NewTrial) -> Trial:
         number = self.study.trials_created
-        params = self._propose(number)
+        params = self._params_for(action, number)
         trial = Trial(
             study_id=self.study.id, number=number, params=params, seed=self._trial_seed(number),
             state=TrialState.PENDING.value, bracket=action.bracket, rung=action.rung, budget_done=0.0,
@@ -167,6 +167,18 @@ class StudyDriver:
         return trial
 
     # --- sampling ----------------------------------------------------------------
+
+    def _params_for(self, action: NewTrial, number: int) -> dict[str, object]:
+        if action.copy_of is None:
+            params = self._propose(number)
+        else:
+            source = repo.get_trial(self._session, action.copy_of)
+            assert source is not None, f"scheduler copied unknown trial {action.copy_of}"
+            params = dict(source.params)
+        for name, factor in action.scale.items():
+            params[name] = params[name] * factor  # type: ignore[operator]
+        params.update(action.overrides)
+        return params
 
     def _propose(self, number: int) -> dict[str, object]:
         proposer = self._ctx.proposers.get_or_create(

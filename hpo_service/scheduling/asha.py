@@ -13,18 +13,30 @@ A result that wins its rung but whose promotion does not fit
 trial may still fit); such a trial stays paused until the study ends, when the
 caller stops every paused trial.
 
+Raising max_budget (``extend``, iterative deepening): the rungs stay where they are
+and ``rungs.deepening_rungs`` puts new ones on top (``R*eta .. R*eta**(k-1)`` and exactly
+``R'``), so for a power ratio the geometry is the new spec's ``max_budget *
+eta**(k - s_max)`` and for any other ratio (16 -> 52) the top rung is ``R'`` all the same.
+The old top rung becomes an ordinary rung: its results are promotable by the rule
+above, and ``extend`` hands out at once those that are promotable now (the top
+``floor(n / eta)``, best first, as far as ``limits.total_budget`` allows), including
+trials that completed there; later ones follow through ``next_work``. A promotion
+out of a rung that was the top before a raise says that it continues from a
+checkpoint and what that saves.
+
 Snapshot (JSON)::
 
-    {"kind": "asha", "version": 1, "trials_created": 40, "budget_committed": 96.0}
+    {"kind": "asha", "version": 2, "ladder": [27.0, 81.0], "trials_created": 40, "budget_committed": 96.0}
 
-Everything else ASHA needs is in the rung results behind ``RungPort``.
+``ladder`` lists the max budgets the study has had, oldest first (the last is the
+spec's). Everything else ASHA needs is in the rung results behind ``RungPort``.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from hpo_service.domain.spec import Limits, SchedulerSpec
+from hpo_service.domain.spec import MAX_RUNGS, Limits, SchedulerSpec
 from hpo_service.scheduling.base import (
     Action,
     Finish,
@@ -34,15 +46,18 @@ from hpo_service.scheduling.base import (
     RungResult,
     SchedulerState,
 )
+from hpo_service.scheduling.ladder import Ladder, Rungs
 from hpo_service.scheduling.rungs import (
     budget_fits,
+    deepening_rungs,
     format_budget,
     max_bracket_index,
     may_create_trial,
     rung_budget,
+    same_budget,
 )
 
-VERSION = 1
+VERSION = 2
 BRACKET = 0
 
 
@@ -60,34 +75,54 @@ class AshaScheduler:
                 f"the {self.kind} scheduler never stops on its own: "
                 "set limits.max_trials (or limits.total_budget)"
             )
+        self._min_budget = spec.min_budget
         self._max_budget = spec.max_budget
         self._eta = spec.eta
         self._limits = limits
-        self._top = self._top_rung(spec)
+        self._top = self._base_top(spec.max_budget)
+        self._rung_cache: dict[tuple[float, ...], Rungs] = {}
 
-    def _top_rung(self, spec: SchedulerSpec) -> int:
-        return max_bracket_index(spec.min_budget, spec.max_budget, spec.eta)
+    def _base_top(self, max_budget: float) -> int:
+        """Top rung index of a study that started with ``max_budget``."""
+        return max_bracket_index(self._min_budget, max_budget, self._eta)
 
     @property
     def top_rung(self) -> int:
+        """The top rung of a study under this spec that was never raised."""
         return self._top
 
-    def rung_budget(self, bracket: int, rung: int) -> float:
-        return rung_budget(self._max_budget, self._eta, self._top, rung)
+    def _rungs(self, state: SchedulerState | None) -> Rungs:
+        ladder = (float(self._max_budget),) if state is None else tuple(state["ladder"])
+        if ladder not in self._rung_cache:
+            first, top = ladder[0], self._base_top(ladder[0])
+            base = [rung_budget(first, self._eta, top, rung) for rung in range(top + 1)]
+            self._rung_cache[ladder] = Ladder(self._eta, ladder).stack(base, 0)
+        return self._rung_cache[ladder]
+
+    def bracket_s(self, bracket: int, state: SchedulerState | None = None) -> int:
+        """Top rung index of the single bracket (rungs added by raises included)."""
+        return self._rungs(None if state is None else self._load(state)).top
+
+    def rung_budget(self, bracket: int, rung: int, state: SchedulerState | None = None) -> float:
+        return self._rungs(None if state is None else self._load(state)).budget(rung)
 
     # --- Scheduler ------------------------------------------------------------------
 
     def initial_state(self) -> SchedulerState:
-        return {"kind": self.kind, "version": VERSION, "trials_created": 0, "budget_committed": 0.0}
+        return {
+            "kind": self.kind, "version": VERSION, "ladder": [float(self._max_budget)],
+            "trials_created": 0, "budget_committed": 0.0,
+        }
 
     def next_work(self, state: SchedulerState, port: RungPort) -> tuple[SchedulerState, Action | None]:
         state = self._load(state)
-        promotion = self._find_promotion(state, port)
+        rungs = self._rungs(state)
+        promotion = self._find_promotion(state, port, rungs)
         if promotion is not None:
-            state["budget_committed"] += self._promotion_cost(promotion.to_rung)
+            state["budget_committed"] += self._promotion_cost(rungs, promotion.to_rung)
             return state, promotion
-        if self._may_create(state):
-            budget = self.rung_budget(BRACKET, 0)
+        if self._may_create(state, rungs):
+            budget = rungs.budget(0)
             state["trials_created"] += 1
             state["budget_committed"] += budget
             return state, NewTrial(bracket=BRACKET, rung=0, budget=budget)
@@ -97,10 +132,11 @@ class AshaScheduler:
         self, state: SchedulerState, port: RungPort, result: RungResult
     ) -> tuple[SchedulerState, list[Action]]:
         state = self._load(state)
-        if result.rung < self._top:
+        top = self._rungs(state).top
+        if result.rung < top:
             return state, []  # paused; promoted later by next_work, or stopped at the end
         budget = format_budget(self._max_budget)
-        return state, [Finish(result.trial_id, f"reached the top rung {self._top} (budget {budget})")]
+        return state, [Finish(result.trial_id, f"reached the top rung {top} (budget {budget})")]
 
     def on_lost(
         self, state: SchedulerState, port: RungPort, trial_id: int, bracket: int, rung: int
@@ -110,15 +146,46 @@ class AshaScheduler:
 
     def is_finished(self, state: SchedulerState, port: RungPort, in_flight: int) -> bool:
         state = self._load(state)
-        if in_flight > 0 or self._may_create(state):
+        rungs = self._rungs(state)
+        if in_flight > 0 or self._may_create(state, rungs):
             return False
-        return self._find_promotion(state, port) is None
+        return self._find_promotion(state, port, rungs) is None
+
+    def extend(
+        self, state: SchedulerState, port: RungPort, old_max_budget: float
+    ) -> tuple[SchedulerState, list[Action]]:
+        """Put rungs up to the spec's max_budget on top; promote what the rule allows at the old top now.
+
+        Raises ValueError when the spec's max_budget is not larger than ``old_max_budget``,
+        when ``state`` was not made under ``old_max_budget``, or when the study would get
+        more than ``MAX_RUNGS`` halvings.
+        """
+        state = self._load(state, expected_max=old_max_budget)
+        old_top = self._rungs(state).top
+        deepening_rungs(state["ladder"][-1], self._max_budget, self._eta)  # raises unless it grows
+        state["ladder"].append(float(self._max_budget))
+        rungs = self._rungs(state)
+        if rungs.top > MAX_RUNGS:
+            raise ValueError(
+                f"raising max_budget from {format_budget(old_max_budget)} to {format_budget(self._max_budget)} "
+                f"would give {rungs.top} halvings, more than {MAX_RUNGS}; raise it in smaller steps or start a new study"
+            )
+        ranked = port.ranked(BRACKET, old_top)  # nothing at a top rung was ever promoted
+        quota = len(ranked) // self._eta
+        cost = self._promotion_cost(rungs, old_top + 1)
+        actions: list[Action] = []
+        for rank, result in enumerate(ranked[:quota], start=1):
+            if not budget_fits(self._limits, state["budget_committed"], cost):
+                break
+            state["budget_committed"] += cost
+            actions.append(self._promote(rungs, result.trial_id, old_top, rank, len(ranked), quota))
+        return state, actions
 
     # --- promotion rule -------------------------------------------------------------
 
-    def _find_promotion(self, state: SchedulerState, port: RungPort) -> Promote | None:
+    def _find_promotion(self, state: SchedulerState, port: RungPort, rungs: Rungs) -> Promote | None:
         """The best promotable result of the highest rung that has one (and fits the budget)."""
-        for rung in range(self._top - 1, -1, -1):
+        for rung in range(rungs.top - 1, -1, -1):
             candidate = port.best_unpromoted(BRACKET, rung)
             if candidate is None:
                 continue
@@ -127,24 +194,31 @@ class AshaScheduler:
             ahead = port.count_better(BRACKET, rung, candidate)
             if ahead >= quota:
                 continue
-            if not budget_fits(self._limits, state["budget_committed"], self._promotion_cost(rung + 1)):
+            if not budget_fits(self._limits, state["budget_committed"], self._promotion_cost(rungs, rung + 1)):
                 continue
-            why = (
-                f"rank {ahead + 1} of {count} at rung {rung} "
-                f"(budget {format_budget(self.rung_budget(BRACKET, rung))}): top {quota} promotable"
-            )
-            return Promote(candidate.trial_id, rung + 1, self.rung_budget(BRACKET, rung + 1), why)
+            return self._promote(rungs, candidate.trial_id, rung, ahead + 1, count, quota)
         return None
 
-    def _promotion_cost(self, to_rung: int) -> float:
-        return self.rung_budget(BRACKET, to_rung) - self.rung_budget(BRACKET, to_rung - 1)
+    def _promote(self, rungs: Rungs, trial_id: int, rung: int, rank: int, count: int, quota: int) -> Promote:
+        raised, reuse = rungs.reuse_note(rung)
+        why = (
+            f"{raised}rank {rank} of {count} at rung {rung} "
+            f"(budget {format_budget(rungs.budget(rung))}): top {quota} promotable{reuse}"
+        )
+        return Promote(trial_id, rung + 1, rungs.budget(rung + 1), why)
 
-    def _may_create(self, state: SchedulerState) -> bool:
-        cost = self.rung_budget(BRACKET, 0)
+    def _promotion_cost(self, rungs: Rungs, to_rung: int) -> float:
+        return rungs.budget(to_rung) - rungs.budget(to_rung - 1)
+
+    def _may_create(self, state: SchedulerState, rungs: Rungs) -> bool:
+        cost = rungs.budget(0)
         return may_create_trial(self._limits, state["trials_created"], state["budget_committed"], cost)
 
-    def _load(self, state: SchedulerState) -> SchedulerState:
-        """A validated copy: callers' snapshots are never mutated."""
+    def _load(self, state: SchedulerState, expected_max: float | None = None) -> SchedulerState:
+        """A validated copy: callers' snapshots are never mutated.
+
+        The ladder's newest max budget must be ``expected_max`` (default: the spec's).
+        """
         if not isinstance(state, dict) or state.get("kind") != self.kind or state.get("version") != VERSION:
             raise ValueError(f"not a {self.kind} scheduler snapshot of version {VERSION}")
         created: Any = state.get("trials_created")
@@ -153,4 +227,25 @@ class AshaScheduler:
             raise ValueError(f"corrupt {self.kind} snapshot: trials_created={created!r}")
         if isinstance(committed, bool) or not isinstance(committed, (int, float)) or committed < 0:
             raise ValueError(f"corrupt {self.kind} snapshot: budget_committed={committed!r}")
-        return {"kind": self.kind, "version": VERSION, "trials_created": created, "budget_committed": float(committed)}
+        ladder = _load_ladder(self.kind, state.get("ladder"))
+        expected = self._max_budget if expected_max is None else expected_max
+        if not same_budget(ladder[-1], expected):
+            raise ValueError(
+                f"the {self.kind} snapshot was made under max_budget {format_budget(ladder[-1])}, "
+                f"not {format_budget(expected)}: a raise must go through extend"
+            )
+        return {
+            "kind": self.kind, "version": VERSION, "ladder": ladder,
+            "trials_created": created, "budget_committed": float(committed),
+        }
+
+
+def _load_ladder(kind: str, raw: Any) -> list[float]:
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"corrupt {kind} snapshot: ladder={raw!r}")
+    ladder: list[float] = []
+    for value in raw:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > (ladder[-1] if ladder else 0):
+            raise ValueError(f"corrupt {kind} snapshot: ladder={raw!r} (positive, increasing max budgets)")
+        ladder.append(float(value))
+    return ladder

@@ -26,21 +26,45 @@ When each method is called
 - ``is_finished(state, port, in_flight)`` when ``next_work`` returned ``None``;
   ``in_flight`` counts trials that are pending or running. True means the study
   is complete: the caller stops every trial still paused.
+- ``extend(state, port, old_max_budget)`` once per raise of ``spec.max_budget``
+  (iterative deepening), under the study lock, on a scheduler built from the NEW
+  spec (only ``max_budget`` differs) with the state made under ``old_max_budget``,
+  on a running or a finished study. Returns the new state and the actions to apply
+  now. From then on every other method takes the new spec and the returned state.
+  A study may be raised any number of times (27 -> 81 -> 243).
+- ``rung_budget(bracket, rung, state)`` whenever the caller needs a rung's budget;
+  pass the study's snapshot. Without it the answer is for a study never raised.
 
 None of these raise for well-formed input; a corrupt snapshot raises
-``ValueError``.
+``ValueError``, and so does a snapshot whose newest max budget is not the spec's
+(a raise that did not go through ``extend``). ``extend`` raises ``ValueError``,
+with a message for people, when the raise is refused: the new max budget is not
+larger (the message says "must grow"), the state was not made under
+``old_max_budget``, a bracket would get more than ``MAX_RUNGS`` halvings, or the
+scheduler cannot be raised at all (random search).
+
+After a raise, trials that *completed* at the old max budget are ordinary results
+of a rung that is no longer the top. ``extend``, and later ``on_result`` /
+``on_lost`` (when such a rung settles), may therefore return ``Promote`` for a
+completed trial (the caller makes it pending again; it resumes from its checkpoint
+at that rung) and, from Hyperband, ``Stop`` for one that is not continued (it
+ends as stopped: completed means it reached the study's max budget). A promotion
+out of a rung that was the top before a raise is a reuse; its reason starts with
+``budget raised R -> R':`` and ends with ``continues from its checkpoint at B
+(saves B)``, B being the budget that a restart would train again.
 
 The actions of ``on_result``/``on_lost`` may name trials other than the one
 reported, in other brackets too: synchronous Hyperband decides a whole rung at
 once, and when its promotions use up ``limits.total_budget`` the bracket still
 being filled is cut short and may be decided in the same call. A snapshot is
 only meaningful with the spec and limits that produced it (they are fixed for
-a study's lifetime). Implementations never mutate the snapshot they are given.
+a study's lifetime, except ``max_budget`` raised through ``extend``).
+Implementations never mutate the snapshot they are given.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, Union
 
 SchedulerState = dict[str, Any]
@@ -54,6 +78,7 @@ class RungResult:
     bracket: int
     rung: int
     score: float
+    budget: float | None = None  # the rung's budget, where the port knows it
 
 
 # --- actions -------------------------------------------------------------------
@@ -61,16 +86,28 @@ class RungResult:
 
 @dataclass(frozen=True)
 class NewTrial:
-    """Create a new configuration in ``bracket`` and train it to ``budget`` (rung ``rung``)."""
+    """Create a new configuration in ``bracket`` and train it to ``budget`` (rung ``rung``).
+
+    By default the sampler proposes the parameters. ``copy_of`` starts from another
+    trial's parameters instead (muP transfer trains a proxy's configuration at the
+    target width); then ``scale`` multiplies some of them (a check sweep) and finally
+    ``overrides`` sets some (the width or rank), for proposed and copied parameters alike.
+    """
 
     bracket: int
     rung: int
     budget: float
+    copy_of: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    scale: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Promote:
-    """Resume ``trial_id`` from its checkpoint and train it on to ``budget`` (rung ``to_rung``)."""
+    """Resume ``trial_id`` from its checkpoint and train it on to ``budget`` (rung ``to_rung``).
+
+    The trial is paused, or completed when its rung was the top before a raise of max_budget.
+    """
 
     trial_id: int
     to_rung: int
@@ -123,6 +160,14 @@ class RungPort(Protocol):
         """All results at (bracket, rung), best first. Only for small rungs (synchronous brackets)."""
         ...
 
+    def in_flight(self, bracket_lo: int, bracket_hi: int) -> int:
+        """Trials pending or running in brackets ``bracket_lo <= b < bracket_hi`` (stage schedules)."""
+        ...
+
+    def best_at_budget(self, bracket_lo: int, bracket_hi: int, budget: float, k: int) -> list[RungResult]:
+        """The ``k`` best results trained to ``budget`` in brackets ``bracket_lo <= b < bracket_hi``."""
+        ...
+
 
 class Scheduler(Protocol):
     def initial_state(self) -> SchedulerState: ...
@@ -139,6 +184,16 @@ class Scheduler(Protocol):
 
     def is_finished(self, state: SchedulerState, port: RungPort, in_flight: int) -> bool: ...
 
-    def rung_budget(self, bracket: int, rung: int) -> float:
-        """Budget a trial in ``bracket`` has trained when it reaches ``rung``."""
+    def extend(
+        self, state: SchedulerState, port: RungPort, old_max_budget: float
+    ) -> tuple[SchedulerState, list[Action]]:
+        """Raise the study's max budget from ``old_max_budget`` to this spec's; see the module docstring."""
+        ...
+
+    def rung_budget(self, bracket: int, rung: int, state: SchedulerState | None = None) -> float:
+        """Budget a trial in ``bracket`` has trained when it reaches ``rung``.
+
+        ``state`` is the study's snapshot: a raised study's brackets (and the rungs put
+        on top of old ones) exist only there. None answers for a study never raised.
+        """
         ...

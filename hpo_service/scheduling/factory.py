@@ -25,6 +25,10 @@ def make_scheduler(spec: SchedulerSpec, limits: Limits) -> Scheduler:
         return AshaScheduler(spec, limits)
     if spec.kind == "random":
         return RandomSearchScheduler(spec, limits)
+    if spec.kind == "mup_transfer":
+        from hpo_service.scheduling.mup_transfer import MupTransferScheduler  # it builds its inner kind here
+
+        return MupTransferScheduler(spec, limits)
     raise ValueError(f"unknown scheduler kind {spec.kind!r}; use hyperband, asha or random")
 
 

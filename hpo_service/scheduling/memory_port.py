@@ -24,6 +24,9 @@ class InMemoryRungPort:
         self._unpromoted: dict[tuple[int, int], list[_Key]] = {}
         self._results: dict[tuple[int, int], RungResult] = {}  # (trial_id, rung) -> result
         self._promoted: set[tuple[int, int]] = set()  # (trial_id, rung)
+        # Trials in flight per bracket: a simulation driver keeps this up to date
+        # (start/finish), since this port never sees trial states otherwise.
+        self.in_flight_by_bracket: dict[int, int] = {}
 
     # --- writes (the caller's side) ---------------------------------------------------
 
@@ -71,3 +74,11 @@ class InMemoryRungPort:
 
     def ranked(self, bracket: int, rung: int) -> list[RungResult]:
         return [self._results[(trial_id, rung)] for _, trial_id in self._ranked.get((bracket, rung), [])]
+
+    def in_flight(self, bracket_lo: int, bracket_hi: int) -> int:
+        return sum(n for b, n in self.in_flight_by_bracket.items() if bracket_lo <= b < bracket_hi)
+
+    def best_at_budget(self, bracket_lo: int, bracket_hi: int, budget: float, k: int) -> list[RungResult]:
+        found = [r for r in self._results.values()
+                 if bracket_lo <= r.bracket < bracket_hi and r.budget is not None and math.isclose(r.budget, budget)]
+        return sorted(found, key=lambda r: (r.score, r.trial_id))[:k]

@@ -95,9 +95,16 @@ class MupTransferScheduler:
     def _proxy_of(self, bracket: int) -> int | None:
         return None if bracket >= TARGET_BRACKET else bracket // STRIDE
 
-    def rung_budget(self, bracket: int, rung: int) -> float:
+    def rung_budget(self, bracket: int, rung: int, state: SchedulerState | None = None) -> float:
         proxy = self._proxy_of(bracket)
-        return self._max_budget if proxy is None else self._inner.rung_budget(bracket - proxy * STRIDE, rung)
+        if proxy is None:
+            return self._max_budget
+        inner_state = _load(state)["inner"][proxy] if state is not None else None
+        return self._inner.rung_budget(bracket - proxy * STRIDE, rung, inner_state)
+
+    def extend(self, state: SchedulerState, port: RungPort, old_max_budget: float
+               ) -> tuple[SchedulerState, list[Action]]:
+        raise ValueError("a mup_transfer study cannot raise max_budget; only hyperband and asha studies can")
 
     # --- Scheduler ----------------------------------------------------------------------
 
@@ -125,6 +132,8 @@ class MupTransferScheduler:
                 param = self._transfer.check.param if self._transfer.check else ""
                 return state, self._copy(state, CHECK_BRACKET, state["check_source"],
                                          {param: scales[state["created"]]})
+            if _in_flight(port, CHECK_BRACKET) == 0:
+                state["stage"] = 4
         return state, None
 
     def on_result(self, state: SchedulerState, port: RungPort, result: RungResult

@@ -111,3 +111,29 @@ def may_create_trial(limits: Limits, trials_created: int, committed: float, cost
 def format_budget(budget: float) -> str:
     """Short form for reasons people read: 1, 0.5, 2.96296."""
     return f"{budget:g}"
+
+
+# --- raising max_budget (iterative deepening) ------------------------------------------
+
+
+def deepening_rungs(old_max_budget: float, new_max_budget: float, eta: int) -> tuple[float, ...]:
+    """Budgets of the rungs put on top of a bracket whose top was ``old_max_budget``.
+
+    ``k = max(1, round(log_eta(new / old)))`` rungs: ``old * eta**1 .. old * eta**(k-1)``
+    and finally exactly ``new_max_budget``, so a ratio that is not a power of ``eta``
+    (16 -> 52 at eta 3) still ends on the new maximum: one rung at 52. Raises
+    ValueError unless ``new_max_budget`` is larger (the message says "must grow").
+    """
+    if not (math.isfinite(old_max_budget) and math.isfinite(new_max_budget)) or old_max_budget <= 0:
+        raise ValueError(f"budgets must be finite and > 0, got {old_max_budget!r} and {new_max_budget!r}")
+    if new_max_budget <= old_max_budget * (1 + RELATIVE_SLACK):
+        raise ValueError(
+            f"max_budget must grow: {format_budget(new_max_budget)} is not more than {format_budget(old_max_budget)}"
+        )
+    steps = max(1, math.floor(math.log(new_max_budget / old_max_budget, eta) + 0.5))
+    return tuple(old_max_budget * eta**i for i in range(1, steps)) + (new_max_budget,)
+
+
+def same_budget(a: float, b: float) -> bool:
+    """Equal up to the relative slack budgets written by people need (8.1 / 0.1 and 81)."""
+    return abs(a - b) <= RELATIVE_SLACK * max(abs(a), abs(b))

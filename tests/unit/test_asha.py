@@ -191,6 +191,11 @@ def test_snapshot_round_trips_and_continues_identically() -> None:
         lambda s: s.update(trials_created=True),
         lambda s: s.update(budget_committed=-1.0),
         lambda s: s.update(budget_committed=None),
+        lambda s: s.pop("ladder"),
+        lambda s: s.update(ladder=[]),
+        lambda s: s.update(ladder=[27.0, 9.0]),
+        lambda s: s.update(ladder=[27.0]),  # not the spec's max (9): a raise that skipped extend
+        lambda s: s.update(ladder=["9"]),
     ],
 )
 def test_corrupt_snapshot_raises_value_error(corrupt: Any) -> None:

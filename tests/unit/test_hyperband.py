@@ -321,8 +321,14 @@ def test_calls_do_not_mutate_the_callers_snapshot() -> None:
     "corrupt",
     [
         lambda s: s.update(kind="asha"),
-        lambda s: s.update(version=2),
+        lambda s: s.update(version=1),  # before iterative deepening: no ladder
         lambda s: s.pop("open"),
+        lambda s: s.pop("ladder"),
+        lambda s: s.update(ladder=[]),
+        lambda s: s.update(ladder=[{"max_budget": 9.0, "brackets": 3}, {"max_budget": 3.0, "brackets": 1}]),
+        lambda s: s.update(ladder=[{"max_budget": 27.0, "brackets": 3}]),  # not the spec's max: extend skipped
+        lambda s: s["ladder"][0].update(brackets=0),  # fewer planned than opened
+        lambda s: s["ladder"][0].pop("max_budget"),
         lambda s: s.update(trials_created=-1),
         lambda s: s.update(trials_created=1.5),
         lambda s: s.update(budget_committed="9"),
