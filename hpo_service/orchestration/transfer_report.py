@@ -53,7 +53,9 @@ def transfer_report(context: Context, study_id: int, project_id: int | None = No
             raise InvalidInput(f"study {study_id} is not a mup_transfer study")
         trials = repo.trials_in_state(session, study_id, ["pending", "running", "paused", "completed",
                                                           "stopped", "failed"])
-        return _build(spec, int(study.scheduler_state.get("stage", 1)), trials)
+        # The snapshot's stage only advances on the next lease request; a completed study is done.
+        stage = 4 if study.status == "completed" else int(study.scheduler_state.get("stage", 1))
+        return _build(spec, stage, trials)
 
     return context.run(use_case)
 
