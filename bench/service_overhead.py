@@ -393,13 +393,14 @@ def summary_rows(runs: list[RunResult]) -> list[list[str]]:
         ratio = f"{r.rate / other.rate:.2f}x" if other and other.rate > 0 else ""
         full, _ = common.window_rates(r.times, WINDOW)
         flat = f"{full[-1].rate / full[0].rate:.2f}" if len(full) >= 2 else "n/a"
+        per_trial = r.reports / max(1, r.finished_all + r.stopped)
         rows.append([r.system, r.workers, f"{r.trials:,}", f"{r.seconds:.1f}", fmt_rate(r.rate), ratio,
-                     f"{r.reports / max(1, r.finished_all + r.stopped):.1f}",
+                     fmt_rate(r.rate * per_trial), f"{per_trial:.1f}",
                      f"{r.pruned / max(1, r.finished_all):.0%}", flat, r.errors])
     return rows
 
 
-SUMMARY_HEADERS = ["system", "workers", "trials", "seconds", "trials/s", "ours/optuna", "reports/trial",
+SUMMARY_HEADERS = ["system", "workers", "trials", "seconds", "trials/s", "ours/optuna", "reports/s", "reports/trial",
                    "pruned", "last/first window", "errors"]  # reports/trial and pruned: over all finished trials
 WINDOW = 1000  # set from --window in main()
 
@@ -413,7 +414,7 @@ def window_rows(run: RunResult) -> list[list[str]]:
 
 
 CPU_HEADERS = ["system", "workers", "server", "postgres", "workers", "all of this run", "rest of machine",
-               "CPU ms/trial"]
+               "CPU ms/trial", "server CPU ms/trial"]
 
 
 def cpu_rows(runs: list[RunResult]) -> list[list[str]]:
@@ -426,8 +427,20 @@ def cpu_rows(runs: list[RunResult]) -> list[list[str]]:
         rows.append([r.system, r.workers, f"{cores['server']:.2f}" if "server" in cores else "-",
                      f"{cores.get('postgres', 0):.2f}", f"{cores.get('workers', 0):.2f}", f"{ours / span:.2f}",
                      f"{max(0.0, r.machine_busy - ours) / span:.2f}",
-                     f"{ours / max(1, r.finished_all) * 1000:.1f}"])
+                     f"{ours / max(1, r.finished_all) * 1000:.1f}",
+                     f"{r.cpu['server'] / max(1, r.finished_all) * 1000:.1f}" if "server" in r.cpu else "-"])
     return rows
+
+
+def server_ceiling(runs: list[RunResult]) -> str | None:
+    """One `hpo serve` process runs Python under one GIL: at most one core, whatever the machine."""
+    costs = [r.cpu["server"] / r.finished_all for r in runs if "server" in r.cpu and r.finished_all >= 50]
+    if not costs:
+        return None
+    low, high = min(costs) * 1000, max(costs) * 1000
+    return (f"The server process spent {low:.0f}-{high:.0f} ms of CPU per trial ({STEPS + 2} requests). One "
+            f"`hpo serve` process uses at most one core, so it cannot exceed about {1000 / high:.0f}-"
+            f"{1000 / low:.0f} trials/s of this workload on any machine, however many cores or workers.")
 
 
 def goal_lines(runs: list[RunResult], args: argparse.Namespace) -> list[str]:
@@ -523,6 +536,8 @@ def write_markdown(path: Path, args: argparse.Namespace, command: str, env: dict
         "",
         common.md_table(SUMMARY_HEADERS, summary_rows(runs)),
         "",
+        "`reports/s` = trials/s x reports/trial: Optuna's pruned trials stop early and send fewer reports, "
+        "so per report the comparison differs from per trial. "
         f"`last/first window`: trials/s of the last full window of {WINDOW:,} trials divided by that of the "
         "first (1.00 = flat as the study grows; n/a = fewer than two full windows).",
         "",
@@ -693,6 +708,9 @@ def main(argv: list[str] | None = None) -> int:
             "lower and noisier than on a quiet machine, and a run that had more of the machine to itself looks "
             "better than its neighbour. Part of it is this run's own PostgreSQL connections that were opened and "
             "closed during a run, and PostgreSQL's shared processes (WAL writer).")
+    ceiling = server_ceiling(runs)
+    if ceiling:
+        notes.append(ceiling)
     if args.profile:
         notes.append("The server was profiled with py-spy during these runs: the figures are perturbed.")
     notes.append(f"The machine has {common.cpu_count()} CPUs shared by PostgreSQL, the server and the workers, so "
