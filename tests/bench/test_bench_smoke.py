@@ -1,0 +1,115 @@
+"""The benchmarks' short version, so that they do not rot: the budget rules, the metrics, the two
+drivers of hpo-service's methods making the same decisions, and both scripts end to end on two
+tasks, one seed and a small budget (the full runs are not part of the suite: README, Benchmarks).
+
+Skipped without onnxruntime or without the LCBench data in ../shared/benchdata/yahpo/lcbench.
+DEHB needs numpy<2 and runs only in bench/.venv; elsewhere the scripts leave it out and say so.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from bench import async_scaling, sample_efficiency  # noqa: E402
+from bench.lcbench import DATA_DIR, MAX_EPOCHS, LCBench  # noqa: E402
+from bench.methods import anchors, metrics  # noqa: E402
+from bench.methods.budget import Ledger, TaskObjective, epochs_of  # noqa: E402
+from bench.methods.service import MemoryBackend, ServiceBackend, run_sequential, study_spec  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not (DATA_DIR / "model.onnx").is_file(), reason=f"no surrogate in {DATA_DIR}")
+
+SMALL = 8 * MAX_EPOCHS  # 8 full trainings
+
+
+@pytest.fixture(scope="module")
+def bench() -> LCBench:
+    return LCBench()
+
+
+def test_rung_budgets_become_whole_epochs() -> None:
+    # min 1, max 52, eta 3: rungs at 52/27, 52/9, 52/3, 52.
+    assert [epochs_of(52 / 3**k) for k in (3, 2, 1, 0)] == [2, 6, 18, 52]
+    assert epochs_of(0.0) == 0
+
+
+def test_the_ledger_charges_new_epochs_and_records_only_full_trainings() -> None:
+    ledger = Ledger(total_epochs=60)
+    ledger.charge(2, 2, 70.0)
+    ledger.charge(4, 6, 80.0)  # resumed from epoch 2: pays 4
+    ledger.charge(46, 52, 90.0)
+    assert (ledger.spent, ledger.evaluations, ledger.full) == (52, 3, [(52, 90.0)])
+    assert ledger.fits(8) and not ledger.fits(9)
+    with pytest.raises(ValueError):
+        ledger.charge(9, 9, 1.0)
+
+
+def test_metrics() -> None:
+    record = [(10, 80.0), (20, 85.0), (30, 84.0), (40, 90.0)]
+    assert metrics.cost_to_reach(record, 85.0) == 20 and math.isinf(metrics.cost_to_reach(record, 95.0))
+    assert list(metrics.best_at(record, [5, 10, 35])[1:]) == [80.0, 85.0]
+    assert math.isnan(metrics.best_at(record, [5])[0])
+    assert metrics.median([3.0, math.inf, 1.0]) == 3.0 and math.isinf(metrics.median([1.0, math.inf]))
+    assert metrics.median_low([4.0, 1.0, 3.0, 2.0]) == 2.0 and metrics.median_low([3.0, 1.0, 2.0]) == 2.0
+    assert metrics.speedup(100, 50) == 2.0 and metrics.speedup(100, math.inf) == 0.0
+    assert math.isnan(metrics.speedup(math.inf, math.inf))
+    assert metrics.average_ranks({"a": 1.0, "b": math.inf, "c": math.inf}) == {"a": 1.0, "b": 2.5, "c": 2.5}
+
+
+def test_asking_the_pruner_only_at_its_rungs_is_asking_every_epoch(bench: LCBench,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    objective = TaskObjective(bench, bench.tasks[5])
+    at_rungs = Ledger(SMALL)
+    anchors.run_tpe_hyperband(objective, at_rungs, seed=3)
+    monkeypatch.setattr(anchors, "PRUNER_EPOCHS", tuple(range(1, MAX_EPOCHS + 1)))
+    every_epoch = Ledger(SMALL)
+    anchors.run_tpe_hyperband(objective, every_epoch, seed=3)
+    assert every_epoch == at_rungs and at_rungs.evaluations > SMALL // MAX_EPOCHS  # some trials were pruned
+
+
+# The other two combinations are compared run by run in test_sample_efficiency_short (--service-check).
+@pytest.mark.parametrize("scheduler, sampler", [("hyperband", "tpe"), ("asha", "random")])
+def test_the_memory_driver_makes_the_services_decisions(bench: LCBench, tmp_path: Path, scheduler: str,
+                                                        sampler: str) -> None:
+    """Every lease (trial, budget_from, budget_to) and result, in order, through HTTP + SQLite and in memory."""
+    spec = study_spec("smoke", scheduler, sampler, 11, bench.search_space(), float(SMALL))
+    objective = TaskObjective(bench, bench.tasks[3])
+    in_memory: list[tuple[int, float, float, float]] = []
+    through_service: list[tuple[int, float, float, float]] = []
+    memory_ledger, service_ledger = Ledger(SMALL), Ledger(SMALL)
+    run_sequential(MemoryBackend(spec), objective, memory_ledger, in_memory)
+    with ServiceBackend(spec, tmp_path) as service:
+        run_sequential(service, objective, service_ledger, through_service)
+    assert through_service == in_memory
+    assert service_ledger == memory_ledger
+    # A promoted trial resumed (run_sequential checks its checkpoint) and paid only its new epochs.
+    resumed = [(a, b) for _, a, b, _ in in_memory if a > 0]
+    assert resumed if scheduler == "hyperband" else True
+    assert memory_ledger.spent == sum(epochs_of(b) - epochs_of(a) for _, a, b, _ in in_memory)
+
+
+def test_sample_efficiency_short(tmp_path: Path) -> None:
+    out = tmp_path / "sample_efficiency.md"
+    code = sample_efficiency.main(["--tasks", "2", "--seeds", "1", "--budget", "6", "--service-check", "1",
+                                   "--jobs", "1", "--no-cache", "--out", str(out)])
+    assert code == 0
+    report = out.read_text()
+    for method in ("hyperband-tpe", "asha-tpe", "hyperband-random", "asha-random", "random", "optuna-tpe",
+                   "optuna-tpe-hyperband"):
+        assert f"| {method} |" in report
+    assert "Goal 1" in report and "Goal 2" in report
+    assert "4 of 4 runs redone through the real service" in report
+    assert "**iterative-deepening**: not implemented" in report
+
+
+def test_async_scaling_short(tmp_path: Path) -> None:
+    out = tmp_path / "async_scaling.md"
+    code = async_scaling.main(["--tasks", "1", "--seeds", "1", "--budget", "8", "--workers", "1", "4",
+                               "--jobs", "1", "--no-cache", "--out", str(out)])
+    assert code == 0
+    report = out.read_text()
+    assert "| hyperband-random | 4 |" in report and "| asha-random | 4 |" in report
