@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from hpo_service.api import schemas
 from hpo_service.api.auth import BadTokenLimiter
 from hpo_service.api.errors import install_error_handlers
+from hpo_service.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from hpo_service.api.routes_access import router as access_router
 from hpo_service.api.routes_studies import router as studies_router
 from hpo_service.api.routes_workers import router as workers_router
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Hyperparameter optimisation for adapter fine-tunes: studies, trials and the worker protocol.",
     )
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=DEFAULT_MAX_BODY_BYTES)  # 413 before a huge body is read
     app.state.bad_tokens = BadTokenLimiter()
     app.include_router(access_router)
     app.include_router(studies_router)
