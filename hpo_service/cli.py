@@ -104,15 +104,18 @@ def serve(
         fail(error.message, EXIT_USAGE)
     if token_file is not None:
         console.print(f"created a local admin token: it is in {token_file} (the CLI reads it from there)")
-    console.print(f"hpo-service on http://{host}:{port} (API docs at /docs), database {_redact(settings.database_url)}")
+    console.print(f"hpo-service on http://{host}:{port} (dashboard at /, API docs at /docs), database {_redact(settings.database_url)}")
+    # Open dashboard pages hold a live-event stream; do not let them delay a shutdown for long.
+    graceful_s = 5
     if processes == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning",
+                    timeout_graceful_shutdown=graceful_s)
         return
     # Several processes: each builds its app from the environment (the protocol is safe with
     # any number of API processes on one database).
     os.environ["HPO_DATABASE_URL"] = settings.database_url
     uvicorn.run("hpo_service.api.app:create_app", factory=True, workers=processes, host=host, port=port,
-                log_level="warning")
+                log_level="warning", timeout_graceful_shutdown=graceful_s)
 
 
 @db_app.command("upgrade")

@@ -16,9 +16,11 @@ from hpo_service.api.auth import BadTokenLimiter
 from hpo_service.api.errors import install_error_handlers
 from hpo_service.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from hpo_service.api.routes_access import router as access_router
+from hpo_service.api.routes_dashboard import router as dashboard_router
 from hpo_service.api.routes_studies import router as studies_router
 from hpo_service.api.routes_workers import router as workers_router
 from hpo_service.api.services import Services, build_services
+from hpo_service.dashboard import mount_dashboard
 from hpo_service.db.migrate import check_schema
 from hpo_service.settings import Settings, get_settings
 
@@ -42,6 +44,16 @@ async def _sweep_expired_leases(services: Services) -> None:
             log.exception("lease expiry sweep failed; retrying")
 
 
+async def _close_dashboard(app: FastAPI) -> None:
+    """Stop the live-update poller and the background fits, made on first use by the dashboard routes."""
+    hub = getattr(app.state, "live_hub", None)
+    if hub is not None:
+        await hub.close()
+    dashboard = getattr(app.state, "dashboard", None)
+    if dashboard is not None:
+        dashboard.background.close()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -58,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await _close_dashboard(app)
             services.close()
 
     app = FastAPI(
@@ -70,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(access_router)
     app.include_router(studies_router)
     app.include_router(workers_router)
+    app.include_router(dashboard_router)
+    mount_dashboard(app)
 
     @app.get("/api/v1/health", response_model=schemas.HealthOut, tags=["health"])
     def health() -> schemas.HealthOut:

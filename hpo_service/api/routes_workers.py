@@ -26,7 +26,8 @@ async def lease(body: schemas.LeaseIn, services: ServicesDep, caller: Worker) ->
     deadline = loop.time() + min(body.wait_s, settings.max_lease_wait_seconds)
     while True:
         await run_in_threadpool(services.expire_leases_throttled)
-        grant = await run_in_threadpool(services.protocol.lease, body.worker_id, body.studies, caller.project_id)
+        grant = await run_in_threadpool(services.protocol.lease, body.worker_id, body.studies, caller.project_id,
+                                           body.resources)
         if grant is not None:
             return lease_out(grant)
         remaining = deadline - loop.time()

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from hpo_service.db import repositories as repo
+from hpo_service.db.dashboard_queries import record_worker_seen
 from hpo_service.db.models import Study, Trial
 from hpo_service.domain.spec import StudySpec
 from hpo_service.domain.states import StudyStatus, TrialState
@@ -51,10 +52,20 @@ class TrialProtocol:
     # --- lease ---------------------------------------------------------------------
 
     def lease(
-        self, worker_id: str, study_ids: list[int] | None = None, project_id: int | None = None
+        self, worker_id: str, study_ids: list[int] | None = None, project_id: int | None = None,
+        resources: dict[str, Any] | None = None,
     ) -> LeaseGrant | None:
-        """One attempt to lease work (in ``project_id``'s studies); the API's long poll calls this repeatedly."""
-        candidates = self._ctx.run(lambda s: repo.running_study_ids(s, study_ids, project_id))
+        """One attempt to lease work (in ``project_id``'s studies); the API's long poll calls this repeatedly.
+
+        Every attempt also marks the worker as seen (throttled), so that the Workers page
+        lists idle workers too."""
+
+        def candidates_of(session: Session) -> list[int]:
+            found = repo.running_study_ids(session, study_ids, project_id)
+            record_worker_seen(session, worker_id, None, self._ctx.clock(), resources)
+            return found
+
+        candidates = self._ctx.run(candidates_of)
         for study_id in candidates:
             grant = self._ctx.run(lambda s: self._claim_pending(s, study_id, worker_id))
             if grant is None:
@@ -91,7 +102,12 @@ class TrialProtocol:
         return limit is not None and repo.count_in_state(session, study.id, [TrialState.RUNNING.value]) >= limit
 
     def _grant(self, trial: Trial, worker_id: str, spec: StudySpec) -> None:
-        grant_lease(trial, worker_id, spec.retry.lease_seconds, self._ctx.clock(), secrets.token_urlsafe(24))
+        now = self._ctx.clock()
+        grant_lease(trial, worker_id, spec.retry.lease_seconds, now, secrets.token_urlsafe(24))
+        session = Session.object_session(trial)
+        if session is not None:  # the worker row is written last: after the study and trial locks
+            session.flush()
+            record_worker_seen(session, worker_id, trial.id, now, None)
 
     # --- calls under a lease -------------------------------------------------------------
 
@@ -99,7 +115,10 @@ class TrialProtocol:
         def use_case(session: Session) -> Ack:
             trial, study = self._leased(session, trial_id, token, project_id)
             spec = StudySpec.model_validate(study.spec)
-            grant_lease(trial, trial.lease_owner or "", spec.retry.lease_seconds, self._ctx.clock(), token)
+            now = self._ctx.clock()
+            grant_lease(trial, trial.lease_owner or "", spec.retry.lease_seconds, now, token)
+            if trial.lease_owner:
+                record_worker_seen(session, trial.lease_owner, trial.id, now, None)
             return Ack(_directive(study), as_utc(trial.lease_expires_at))
 
         return self._ctx.run(use_case)

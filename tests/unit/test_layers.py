@@ -23,6 +23,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "hpo_service/db": ("hpo_service.api", "hpo_service.orchestration", "hpo_service.workers", "fastapi"),
     "hpo_service/orchestration": ("hpo_service.api", "fastapi", "httpx"),
     "hpo_service/api": ("hpo_service.db.repositories", "hpo_service.db.models", "sqlalchemy"),
+    # The dashboard is served by the API layer and reads through orchestration's DashboardService.
+    "hpo_service/dashboard": ("hpo_service.db", "hpo_service.workers", "sqlalchemy", "httpx"),
     "hpo_service/workers": ("hpo_service.db", "hpo_service.orchestration", "hpo_service.api", "sqlalchemy",
                             "fastapi"),
     "hpo_service/cli.py": ("hpo_service.orchestration", "hpo_service.db.repositories", "hpo_service.db.models"),
