@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 from hpo_service.api import schemas
 from hpo_service.api.auth import SESSION_COOKIE, TokenManager, authenticate, authenticate_secret
 from hpo_service.api.deps import ServicesDep
+from hpo_service.api.limits import IdPath
 from hpo_service.domain.access import Principal, Scope
 from hpo_service.orchestration.context import as_utc
 
@@ -40,7 +41,7 @@ def list_tokens(services: ServicesDep, caller: TokenManager) -> list[dict[str, A
 
 
 @router.delete("/tokens/{token_id}", response_model=schemas.TokenOut, responses=ERRORS)
-def revoke_token(token_id: int, services: ServicesDep, caller: TokenManager) -> dict[str, Any]:
+def revoke_token(token_id: IdPath, services: ServicesDep, caller: TokenManager) -> dict[str, Any]:
     token = services.access.revoke_token(caller, token_id)
     return _token_out(token, caller.project if token.project_id == caller.project_id else "?")
 

@@ -14,6 +14,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from hpo_service.api import schemas
 from hpo_service.api.auth import Reader
+from hpo_service.api.limits import IdPath, IndexQuery, OffsetQuery
 from hpo_service.dashboard.live import EVERYTHING, LiveHub
 from hpo_service.domain.states import TrialState
 from hpo_service.orchestration.dashboard import DashboardService
@@ -60,7 +61,7 @@ Sort = Annotated[str, Query(max_length=80, description="number, value, state, br
 
 @router.get("/studies/{study_id}/history", response_model=History, responses=ERRORS)
 def history(
-    study_id: int, dashboard: DashboardDep, caller: Reader,
+    study_id: IdPath, dashboard: DashboardDep, caller: Reader,
     max_points: Annotated[int, Query(ge=3, le=5000)] = 2000,
 ) -> History:
     """Optimization history over the study's results (finished trial segments) in completion order.
@@ -76,7 +77,7 @@ def history(
 
 @router.get("/studies/{study_id}/curves", response_model=Curves, responses=ERRORS)
 def curves(
-    study_id: int, dashboard: DashboardDep, caller: Reader, max_trials: Annotated[int, Query(ge=0, le=2000)] = 100,
+    study_id: IdPath, dashboard: DashboardDep, caller: Reader, max_trials: Annotated[int, Query(ge=0, le=2000)] = 100,
     top: Annotated[int, Query(ge=0, le=200)] = 10, max_points: Annotated[int, Query(ge=2, le=5000)] = 200,
     metric: Annotated[str | None, Query(max_length=128, description="default: the objective")] = None,
 ) -> Curves:
@@ -89,7 +90,7 @@ def curves(
 
 @router.get("/studies/{study_id}/parallel", response_model=Parallel, responses=ERRORS)
 def parallel(
-    study_id: int, dashboard: DashboardDep, caller: Reader, budget: Annotated[float | None, Query(gt=0)] = None,
+    study_id: IdPath, dashboard: DashboardDep, caller: Reader, budget: Annotated[float | None, Query(gt=0)] = None,
     max_points: Annotated[int, Query(ge=1, le=20_000)] = 1000, top: Annotated[int, Query(ge=0, le=1000)] = 50,
 ) -> Parallel:
     """Parameters vs objective at one budget level (default: the highest with 20+ results): the
@@ -100,7 +101,7 @@ def parallel(
 
 @router.get("/studies/{study_id}/importance", response_model=Importance, responses=ERRORS)
 def importance(
-    study_id: int, dashboard: DashboardDep, caller: Reader, evaluator: str = "ped_anova",
+    study_id: IdPath, dashboard: DashboardDep, caller: Reader, evaluator: str = "ped_anova",
     budget: Annotated[float | None, Query(gt=0)] = None,
     max_observations: Annotated[int, Query(ge=2, le=5000)] = 1000,
 ) -> Importance:
@@ -113,7 +114,7 @@ def importance(
 
 
 @router.get("/studies/{study_id}/hyperband", response_model=HyperbandView, responses=ERRORS)
-def hyperband(study_id: int, dashboard: DashboardDep, caller: Reader) -> HyperbandView:
+def hyperband(study_id: IdPath, dashboard: DashboardDep, caller: Reader) -> HyperbandView:
     """Brackets x rungs: how many trials entered each rung, how many are there now (in flight or
     waiting for a decision) and how many left it (promoted, stopped, completed, failed). With over
     30 brackets, brackets of one shape (Hyperband: the same first budget) are summed (`grouped`)."""
@@ -121,7 +122,7 @@ def hyperband(study_id: int, dashboard: DashboardDep, caller: Reader) -> Hyperba
 
 
 @router.get("/studies/{study_id}/extensions", responses=ERRORS)
-def extensions(study_id: int, dashboard: DashboardDep, caller: Reader) -> dict[str, Any]:
+def extensions(study_id: IdPath, dashboard: DashboardDep, caller: Reader) -> dict[str, Any]:
     """What only some studies have, null otherwise: `mup_transfer` (the stages and transfer result of
     a muP-transfer study, as GET /studies/{id}/transfer) and `budget_history` (the raises of an
     extended study's max budget, from the decision log)."""
@@ -130,11 +131,11 @@ def extensions(study_id: int, dashboard: DashboardDep, caller: Reader) -> dict[s
 
 @router.get("/studies/{study_id}/trial-table", response_model=TablePage, responses=ERRORS)
 def trial_table(
-    study_id: int, dashboard: DashboardDep, caller: Reader, state: TrialState | None = None,
-    bracket: Annotated[int | None, Query(ge=0)] = None, rung: Annotated[int | None, Query(ge=0)] = None,
+    study_id: IdPath, dashboard: DashboardDep, caller: Reader, state: TrialState | None = None,
+    bracket: IndexQuery = None, rung: IndexQuery = None,
     param: ParamFilters = [],  # noqa: B006 (FastAPI copies defaults)
     sort: Sort = "number",
-    limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: OffsetQuery = 0,
 ) -> TablePage:
     """One page of the study's trials, filtered and sorted on the server."""
     return dashboard.trial_table(study_id, caller.project_id, state=state.value if state else None, bracket=bracket,
@@ -143,7 +144,7 @@ def trial_table(
 
 @router.get("/trials/{trial_id}/overview", response_model=TrialOverview, responses=ERRORS)
 def trial_overview(
-    trial_id: int, dashboard: DashboardDep, caller: Reader,
+    trial_id: IdPath, dashboard: DashboardDep, caller: Reader,
     max_points: Annotated[int, Query(ge=2, le=20_000)] = 2000,
 ) -> TrialOverview:
     """A trial with its curve (all metrics; at most `max_points` reports: first, last and every
@@ -162,7 +163,7 @@ def workers(
     return dashboard.workers(stale_after_s, limit, None if caller.is_instance_admin else caller.project_id)
 
 
-def existing_study(study_id: int, dashboard: DashboardDep, caller: Reader) -> int:
+def existing_study(study_id: IdPath, dashboard: DashboardDep, caller: Reader) -> int:
     """A dependency, so that an unknown study (or another project's) gets 404 before the stream starts."""
     dashboard.require_study(study_id, caller.project_id)
     return study_id

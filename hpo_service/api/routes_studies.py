@@ -11,6 +11,7 @@ from hpo_service.api import schemas
 from hpo_service.api.convert import decision_out, study_out, trial_detail_out, trial_out
 from hpo_service.api.auth import Reader, Submitter
 from hpo_service.api.deps import ServicesDep
+from hpo_service.api.limits import IdPath, IndexQuery, OffsetQuery
 from hpo_service.domain.queries import TrialFilter
 from hpo_service.domain.spec import StudySpec
 from hpo_service.domain.states import StudyStatus, TrialState
@@ -21,7 +22,7 @@ router = APIRouter(prefix="/api/v1", tags=["studies"])
 ERRORS = {code: {"model": schemas.ErrorOut} for code in (401, 403, 404, 409, 422, 429)}
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = OffsetQuery  # BIGINT-bounded: a huge offset is a 422, not a database error
 
 
 @router.post("/studies", status_code=201, response_model=schemas.StudyOut,
@@ -48,12 +49,12 @@ def list_studies(
 
 
 @router.get("/studies/{study_id}", response_model=schemas.StudyOut, responses=ERRORS)
-def get_study(study_id: int, services: ServicesDep, caller: Reader) -> schemas.StudyOut:
+def get_study(study_id: IdPath, services: ServicesDep, caller: Reader) -> schemas.StudyOut:
     return study_out(services.studies.get(study_id, caller.project_id))
 
 
 @router.patch("/studies/{study_id}", response_model=schemas.StudyOut, responses=ERRORS)
-def patch_study(study_id: int, body: schemas.StudyPatchIn, services: ServicesDep, caller: Submitter) -> schemas.StudyOut:
+def patch_study(study_id: IdPath, body: schemas.StudyPatchIn, services: ServicesDep, caller: Submitter) -> schemas.StudyOut:
     """Raise max_budget: adds rungs and continues the best trials of the old top rung (iterative deepening)."""
     services.studies.extend(study_id, body.max_budget, caller.project_id)
     return study_out(services.studies.get(study_id, caller.project_id))
@@ -61,7 +62,7 @@ def patch_study(study_id: int, body: schemas.StudyPatchIn, services: ServicesDep
 
 @router.post("/studies/{study_id}/{action}", response_model=schemas.StudyOut, responses=ERRORS)
 async def control_study(
-    study_id: int, action: Literal["pause", "resume", "cancel"], services: ServicesDep, caller: Submitter
+    study_id: IdPath, action: Literal["pause", "resume", "cancel"], services: ServicesDep, caller: Submitter
 ) -> schemas.StudyOut:
     handler = {"pause": services.studies.pause, "resume": services.studies.resume,
                "cancel": services.studies.cancel}[action]
@@ -71,8 +72,8 @@ async def control_study(
 
 @router.get("/studies/{study_id}/trials", response_model=schemas.TrialPage, responses=ERRORS)
 def list_trials(
-    study_id: int, services: ServicesDep, caller: Reader, state: TrialState | None = None,
-    bracket: Annotated[int | None, Query(ge=0)] = None, rung: Annotated[int | None, Query(ge=0)] = None,
+    study_id: IdPath, services: ServicesDep, caller: Reader, state: TrialState | None = None,
+    bracket: IndexQuery = None, rung: IndexQuery = None,
     order: Literal["number", "-number", "value", "-value"] = "number",
     limit: Limit = 100, offset: Offset = 0,
 ) -> schemas.TrialPage:
@@ -83,36 +84,36 @@ def list_trials(
 
 
 @router.get("/studies/{study_id}/best", response_model=schemas.BestTrialOut, responses=ERRORS)
-def best_trial(study_id: int, services: ServicesDep, caller: Reader) -> schemas.BestTrialOut:
+def best_trial(study_id: IdPath, services: ServicesDep, caller: Reader) -> schemas.BestTrialOut:
     trial, result = services.studies.best(study_id, caller.project_id)
     return schemas.BestTrialOut(trial=trial_out(trial), value=result.value, budget=result.budget, rung=result.rung)
 
 
 @router.get("/studies/{study_id}/rungs", response_model=list[schemas.RungOut], responses=ERRORS)
-def rungs(study_id: int, services: ServicesDep, caller: Reader) -> list[schemas.RungOut]:
+def rungs(study_id: IdPath, services: ServicesDep, caller: Reader) -> list[schemas.RungOut]:
     return [schemas.RungOut.model_validate(row) for row in services.studies.rungs(study_id, caller.project_id)]
 
 
 @router.get("/studies/{study_id}/best/adapter", responses={200: {"content": {"application/gzip": {}}}, **ERRORS})
-def best_adapter(study_id: int, services: ServicesDep, caller: Reader) -> Response:
+def best_adapter(study_id: IdPath, services: ServicesDep, caller: Reader) -> Response:
     """The best trial's adapter as a .tar.gz with an `adapter/` folder (PEFT kinds: `PeftModel.from_pretrained`)."""
     trial, _ = services.studies.best(study_id, caller.project_id)
     spec = services.studies.get(study_id, caller.project_id).study.spec
     data = export_adapter_archive(spec["trainer"]["name"], trial.checkpoint_uri,
-                                  services.context.settings.checkpoint_uri)
+                                  services.context.settings.checkpoint_uri, owner=(study_id, trial.id))
     return Response(data, media_type="application/gzip", headers={
         "Content-Disposition": f'attachment; filename="study-{study_id}-trial-{trial.id}-adapter.tar.gz"'})
 
 
 @router.get("/studies/{study_id}/transfer", response_model=schemas.TransferOut, responses=ERRORS)
-def transfer(study_id: int, services: ServicesDep, caller: Reader) -> schemas.TransferOut:
+def transfer(study_id: IdPath, services: ServicesDep, caller: Reader) -> schemas.TransferOut:
     """Stages, transfer gap and tuning cost of a mup_transfer study (422 for other kinds)."""
     return schemas.TransferOut.model_validate(transfer_report(services.context, study_id, caller.project_id))
 
 
 @router.get("/studies/{study_id}/decisions", response_model=list[schemas.DecisionOut], responses=ERRORS)
 def decisions(
-    study_id: int, services: ServicesDep, caller: Reader, after_id: Offset = 0,
+    study_id: IdPath, services: ServicesDep, caller: Reader, after_id: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> list[schemas.DecisionOut]:
     rows = services.studies.decisions(study_id, after_id=after_id, limit=limit, project_id=caller.project_id)
@@ -120,5 +121,5 @@ def decisions(
 
 
 @router.get("/trials/{trial_id}", response_model=schemas.TrialDetailOut, responses=ERRORS)
-def get_trial(trial_id: int, services: ServicesDep, caller: Reader) -> schemas.TrialDetailOut:
+def get_trial(trial_id: IdPath, services: ServicesDep, caller: Reader) -> schemas.TrialDetailOut:
     return trial_detail_out(services.studies.trial(trial_id, caller.project_id))

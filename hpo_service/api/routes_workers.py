@@ -11,6 +11,7 @@ from hpo_service.api import schemas
 from hpo_service.api.convert import lease_out
 from hpo_service.api.auth import Worker
 from hpo_service.api.deps import ServicesDep
+from hpo_service.api.limits import IdPath
 
 router = APIRouter(prefix="/api/v1", tags=["worker protocol"])
 ERRORS = {code: {"model": schemas.ErrorOut} for code in (401, 403, 404, 409, 422, 429)}
@@ -37,27 +38,27 @@ async def lease(body: schemas.LeaseIn, services: ServicesDep, caller: Worker) ->
 
 
 @router.post("/trials/{trial_id}/heartbeat", response_model=schemas.AckOut, responses=ERRORS)
-def heartbeat(trial_id: int, body: schemas.TokenIn, services: ServicesDep, caller: Worker) -> schemas.AckOut:
+def heartbeat(trial_id: IdPath, body: schemas.TokenIn, services: ServicesDep, caller: Worker) -> schemas.AckOut:
     ack = services.protocol.heartbeat(trial_id, body.lease_token, caller.project_id)
     return schemas.AckOut(directive=ack.directive, expires_at=ack.expires_at)
 
 
 @router.post("/trials/{trial_id}/reports", response_model=schemas.AckOut, responses=ERRORS)
-def reports(trial_id: int, body: schemas.ReportsIn, services: ServicesDep, caller: Worker) -> schemas.AckOut:
+def reports(trial_id: IdPath, body: schemas.ReportsIn, services: ServicesDep, caller: Worker) -> schemas.AckOut:
     batch = [(r.step, r.metrics) for r in body.reports]
     ack = services.protocol.report(trial_id, body.lease_token, batch, caller.project_id)
     return schemas.AckOut(directive=ack.directive)
 
 
 @router.post("/trials/{trial_id}/complete", response_model=schemas.TrialStateOut, responses=ERRORS)
-def complete(trial_id: int, body: schemas.CompleteIn, services: ServicesDep, caller: Worker) -> schemas.TrialStateOut:
+def complete(trial_id: IdPath, body: schemas.CompleteIn, services: ServicesDep, caller: Worker) -> schemas.TrialStateOut:
     trial = services.protocol.complete(trial_id, body.lease_token, body.metrics, body.checkpoint_out,
                                        caller.project_id)
     return schemas.TrialStateOut(trial_id=trial.id, state=trial.state, attempt=trial.attempt)
 
 
 @router.post("/trials/{trial_id}/fail", response_model=schemas.TrialStateOut, responses=ERRORS)
-def fail(trial_id: int, body: schemas.FailIn, services: ServicesDep, caller: Worker) -> schemas.TrialStateOut:
+def fail(trial_id: IdPath, body: schemas.FailIn, services: ServicesDep, caller: Worker) -> schemas.TrialStateOut:
     trial = services.protocol.fail(trial_id, body.lease_token, body.error, body.retryable, body.checkpoint_invalid,
                                    caller.project_id)
     return schemas.TrialStateOut(trial_id=trial.id, state=trial.state, attempt=trial.attempt)

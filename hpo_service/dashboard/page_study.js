@@ -145,7 +145,7 @@
       const data = await HPO.api(`/studies/${id}/importance` + HPO.query({ budget: ui.budget }));
       if (data.pending) {
         HPO.fill(importanceBody, HPO.empty('Computing…', 'the model is fitted in the background'));
-        const retry = setTimeout(() => HPO.load(importanceBody, loadImportance), 2000);
+        const retry = setTimeout(() => HPO.load(importanceBody, loadImportance), 1000);
         HPO.onLeave(() => clearTimeout(retry));
         return;
       }

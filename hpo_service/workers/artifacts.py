@@ -19,8 +19,11 @@ from hpo_service.workers.registry import load_trainer
 from hpo_service.workers.trainer import CheckpointError
 
 
-def export_adapter_archive(trainer_name: str, checkpoint_uri: str | None, store_uri: str) -> bytes:
-    """A .tar.gz of the exported adapter under ``adapter/``.
+def export_adapter_archive(trainer_name: str, checkpoint_uri: str | None, store_uri: str,
+                           owner: tuple[int, int]) -> bytes:
+    """A .tar.gz of the exported adapter under ``adapter/``, from the checkpoint of ``owner``
+    (study id, trial id): a checkpoint URI that another trial committed is refused (Conflict),
+    since the URI is whatever the trial's worker reported.
 
     PEFT's own adapter kinds load with ``peft.PeftModel.from_pretrained``; this project's
     (KronA, dynamic-rank, ETHER) with ``trainers.adapter_lm.export.load_adapter``.
@@ -32,9 +35,15 @@ def export_adapter_archive(trainer_name: str, checkpoint_uri: str | None, store_
     if not checkpoint_uri:
         raise NotFound("the best trial has no checkpoint yet")
     try:
-        checkpoint = store_from_uri(store_uri).fetch(checkpoint_uri)
+        store = store_from_uri(store_uri)
+        committed_by = store.owner(checkpoint_uri)
+        checkpoint = store.fetch(checkpoint_uri)
     except (CheckpointError, ValueError) as error:
         raise NotFound(f"the best trial's checkpoint cannot be read: {error}") from error
+    if committed_by != owner:
+        raise Conflict(f"the best trial's checkpoint {checkpoint_uri} was committed by trial {committed_by[1]} of "
+                       f"study {committed_by[0]}, not by this trial (trial {owner[1]} of study {owner[0]}); "
+                       "it is not served. Rerun the trial to get an adapter of its own.")
     with tempfile.TemporaryDirectory(prefix="hpo-export-") as scratch:
         try:
             folder = export(Path(checkpoint), Path(scratch) / "adapter")

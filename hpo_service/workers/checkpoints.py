@@ -69,6 +69,15 @@ class CheckpointStore(Protocol):
         """
         ...
 
+    def owner(self, uri: str) -> tuple[int, int]:
+        """(study id, trial id) of the slice that committed the checkpoint at ``uri``.
+
+        A worker token can report any URI as its trial's checkpoint; whoever serves or
+        resumes a checkpoint checks that it is the trial's own with this. Raises
+        CheckpointError like ``fetch`` for a URI that is not a checkpoint of this store.
+        """
+        ...
+
 
 def format_budget(budget: float) -> str:
     """``3.0 -> "3"``, ``2.5 -> "2.5"``: the same budget always gives the same folder name."""
@@ -130,6 +139,10 @@ class FileCheckpointStore:
         if not path.is_dir():
             raise CheckpointError(f"checkpoint {uri} does not exist")
         return path
+
+    def owner(self, uri: str) -> tuple[int, int]:
+        study, trial, _budget = self._path_of(uri).relative_to(self.root).parts
+        return int(study.removeprefix("study-")), int(trial.removeprefix("trial-"))
 
     def _staging(self) -> Path:
         staging = self.root / STAGING_DIR

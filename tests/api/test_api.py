@@ -195,10 +195,11 @@ def test_adapter_export_of_a_trainer_without_adapters_is_refused(api: TestClient
     study_id = api.post("/api/v1/studies", json=spec()).json()["id"]
     assert api.get(f"/api/v1/studies/{study_id}/best/adapter").status_code == 404  # nothing finished yet
     grant = lease(api)
-    api.post(f"/api/v1/trials/{grant['trial_id']}/complete",
-             json={"lease_token": grant["lease_token"], "metrics": {"loss": 0.5}})
+    completed = api.post(f"/api/v1/trials/{grant['trial_id']}/complete",
+                         json={"lease_token": grant["lease_token"], "metrics": {"loss": 0.5}})
+    assert completed.status_code == 200, completed.text
     response = api.get(f"/api/v1/studies/{study_id}/best/adapter")
-    assert response.status_code == 422 and "produces no adapter" in response.json()["message"]
+    assert response.status_code == 422 and "produces no adapter" in response.json()["message"], response.text
 
 
 def test_transfer_report_of_another_kind_is_refused(api: TestClient) -> None:

@@ -236,7 +236,8 @@ def test_extensions_show_the_stages_of_a_mup_transfer_study(api: TestClient) -> 
 
 def test_importance_of_a_big_study_is_fitted_in_the_background(api: TestClient, monkeypatch: pytest.MonkeyPatch
                                                               ) -> None:
-    monkeypatch.setattr(dashboard, "IMPORTANCE_SYNC_OBSERVATIONS", 0)  # every study counts as big
+    monkeypatch.setattr(dashboard, "IMPORTANCE_SYNC_OBSERVATIONS", {})  # every study counts as big
+    monkeypatch.setattr(dashboard, "IMPORTANCE_SYNC_DEFAULT", 0)
     study_id = api.post(f"{API}/studies", json={**SPEC, "name": "big-one"}).json()["id"]
     finish_segments(api, study_id, 4)
     first = api.get(f"{API}/studies/{study_id}/importance").json()

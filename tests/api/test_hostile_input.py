@@ -344,18 +344,13 @@ def test_sql_injection_in_every_filter_is_inert(api: Api) -> None:
 
 
 @pytest.mark.parametrize("path", ["/api/v1/trials/{big}", "/api/v1/studies/{big}", "/api/v1/studies/{big}/rungs"])
-def test_ids_past_64_bits_are_not_a_server_error(request: pytest.FixtureRequest, api: Api, path: str) -> None:
-    request.applymarker(pytest.mark.xfail(strict=True, reason=NOT_FIXED + " (F2: ids past BIGINT -> 500)"))
+def test_ids_past_64_bits_are_not_a_server_error(api: Api, path: str) -> None:
     response = api.client.get(path.format(big=2**63))
     assert response.status_code in (404, 422), response.text
 
 
 @pytest.mark.parametrize("params", [{"offset": 2**63}, {"bracket": 2**40}, {"rung": 2**31}])
-def test_integer_filters_past_column_range_are_not_a_server_error(
-    request: pytest.FixtureRequest, api: Api, params: dict[str, int]
-) -> None:
-    if not (api.backend == "sqlite" and "offset" not in params):  # SQLite integers are 64-bit everywhere
-        request.applymarker(pytest.mark.xfail(strict=True, reason=NOT_FIXED + " (F2: integers past the column)"))
+def test_integer_filters_past_column_range_are_not_a_server_error(api: Api, params: dict[str, int]) -> None:
     study = api.study()
     response = api.client.get(f"/api/v1/studies/{study['id']}/trials", params=params)
     assert response.status_code in (200, 422), response.text
@@ -503,8 +498,6 @@ def test_the_adapter_download_never_reads_outside_the_store(lm_api: tuple[TestCl
     assert_error_shape(response, (404, 409))
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_FIXED + " (F10: a worker token can point its trial at another "
-                                                    "project's checkpoint, whose adapter is then served)")
 def test_the_adapter_download_serves_only_the_trials_own_checkpoint(lm_api: tuple[TestClient, Path]) -> None:
     client, store = lm_api
     team_b, team_a = _token(client, "admin", "team-b"), _token(client, "admin", "team-a")

@@ -200,6 +200,18 @@ def test_fetch_refuses_uris_outside_the_store(tmp_path: Path, make_uri: Callable
     (tmp_path / "outside").mkdir()
     with pytest.raises(CheckpointError):
         store.fetch(make_uri(root.resolve()))
+    with pytest.raises(CheckpointError):
+        store.owner(make_uri(root.resolve()))
+
+
+@pytest.mark.parametrize("make_store", STORES)
+@pytest.mark.parametrize(("study_id", "trial_id", "budget"), [(1, 1, 1.0), (7, 11, 2.5), (3, 123456789, 81.0)])
+def test_owner_names_the_slice_that_committed_the_checkpoint(
+    make_store: StoreFactory, tmp_path: Path, study_id: int, trial_id: int, budget: float
+) -> None:
+    store = make_store(tmp_path / "store")
+    uri = store.commit(store.open_for_write(study_id, trial_id, budget), study_id, trial_id, budget)
+    assert store.owner(uri) == (study_id, trial_id)
 
 
 def test_fetch_refuses_a_symlink_that_leads_out_of_the_store(tmp_path: Path) -> None:
