@@ -125,6 +125,8 @@ class OptunaWorker:
             pruner=HyperbandPruner(min_resource=1, max_resource=STEPS, reduction_factor=3),
         )
         self.space = to_optuna_space(TypeAdapter(dict[str, Distribution]).validate_python(cfg["space"]))
+        if cfg.get("preseed"):  # a long-running worker has read the study's trials already (Optuna caches them)
+            self.study.get_trials(deepcopy=False)
         self.claimed = claimed
         self.cap = cfg["trials"]
 
@@ -227,7 +229,7 @@ def run_workers(base_cfg: dict[str, Any], workers: int, seconds: float, trials: 
     claimed = ctx.Value("q", 0)
     done = ctx.Value("q", 0)
     results = ctx.Queue()
-    barrier_timeout = 120.0 + 5.0 * workers
+    barrier_timeout = 120.0 + 5.0 * workers + (30.0 * workers if base_cfg.get("preseed") else 0.0)
     processes = [
         ctx.Process(target=worker_main, name=f"bench-{label}-{rank}", daemon=True,
                     args=({**base_cfg, "rank": rank, "seconds": seconds, "trials": trials,
@@ -297,7 +299,7 @@ def run_workers(base_cfg: dict[str, Any], workers: int, seconds: float, trials: 
 
 
 def run_ours(admin: str, workers: int, seconds: float, trials: int, seed: int, logs: Path,
-             progress_every: float, profile: Path | None) -> RunResult:
+             progress_every: float, profile: Path | None, preseed: int = 0) -> RunResult:
     with common.throwaway_database(admin) as url:
         common.db_upgrade(url)
         token = common.bootstrap_token(url, logs)
@@ -309,10 +311,22 @@ def run_ours(admin: str, workers: int, seconds: float, trials: int, seed: int, l
                 "scheduler": {"kind": "random", "min_budget": STEPS, "max_budget": STEPS},
                 "sampler": {"kind": "random", "seed": seed},
                 "trainer": {"name": "synthetic", "params": {}},
-                "limits": {"max_trials": trials},
+                "limits": {"max_trials": trials + preseed + (1 if preseed else 0)},  # + the warm-up trial
             }
             with common.client(server.url, token) as client:
                 study = client.create_study(spec)
+            if preseed:
+                from bench.preseed import preseed_ours
+                from tests.support.postgres import libpq_url
+
+                started = time.monotonic()
+                preseed_ours(libpq_url(url), study["id"], preseed, STEPS, search_space(), trivial_loss, seed)
+                print(f"  pre-seeded {preseed:,} finished trials in {time.monotonic() - started:.0f} s",
+                      file=sys.stderr, flush=True)
+                with common.client(server.url, token) as client:  # a long-running server has its caches warm
+                    warm = client.lease("bench-warm-up", wait_s=0, studies=[study["id"]])
+                    assert warm is not None, "the pre-seeded study handed out no work"
+                    client.complete(warm["trial_id"], warm["lease_token"], {"loss": 1.0}, None)
             database = common.database_name(url)
             pg_before = common.database_stats(admin, database)
             spy = _start_profiler(server.pid, profile, workers) if profile else None
@@ -343,7 +357,7 @@ def _pg_delta(admin: str, database: str, before: dict[str, float]) -> dict[str, 
 
 
 def run_optuna(admin: str, workers: int, seconds: float, trials: int, seed: int,
-               progress_every: float) -> RunResult:
+               progress_every: float, preseed: int = 0) -> RunResult:
     import optuna
     from optuna.pruners import HyperbandPruner
     from optuna.samplers import RandomSampler
@@ -357,12 +371,33 @@ def run_optuna(admin: str, workers: int, seconds: float, trials: int, seed: int,
                             sampler=RandomSampler(seed=seed),
                             pruner=HyperbandPruner(min_resource=1, max_resource=STEPS, reduction_factor=3))
         storage.engine.dispose()
-        cfg = {"system": "optuna", "storage": url, "study_name": name, "seed": seed, "space": search_space()}
+        if preseed:
+            _preseed_optuna(url, name, preseed, seed)
+        cfg = {"system": "optuna", "storage": url, "study_name": name, "seed": seed, "space": search_space(),
+               "preseed": preseed}
         database = common.database_name(url)
         pg_before = common.database_stats(admin, database)
         result = run_workers(cfg, workers, seconds, trials, "optuna", {}, database, progress_every)
         result.extra["pg"] = _pg_delta(admin, database, pg_before)  # the workers have exited
         return result
+
+
+def _preseed_optuna(url: str, name: str, preseed: int, seed: int) -> None:
+    from optuna.distributions import distribution_to_json
+    from pydantic import TypeAdapter
+
+    from bench.preseed import preseed_optuna
+    from hpo_service.domain.space import Distribution
+    from hpo_service.sampling.distributions import to_optuna_space
+    from tests.support.postgres import libpq_url
+
+    space = search_space()
+    distributions = to_optuna_space(TypeAdapter(dict[str, Distribution]).validate_python(space))
+    started = time.monotonic()
+    preseed_optuna(libpq_url(url), name, preseed, STEPS, space, trivial_loss,
+                   {k: distribution_to_json(d) for k, d in distributions.items()}, [1, 3, STEPS], seed)
+    print(f"  pre-seeded {preseed:,} finished trials in {time.monotonic() - started:.0f} s", file=sys.stderr,
+          flush=True)
 
 
 def _start_profiler(pid: int, directory: Path, workers: int) -> Any:
@@ -524,7 +559,12 @@ def write_markdown(path: Path, args: argparse.Namespace, command: str, env: dict
         "before the clock starts.",
         "",
         f"Each run ends after {args.seconds:g} s or {args.trials:,} trials, whichever comes first"
-        + (" (long mode: see below)." if args.long else "."),
+        + (" (long mode: see below)." if args.long else ".")
+        + (f" Each study starts with {args.preseed:,} finished trials already stored (`--preseed`, "
+           "bench/preseed.py: for both systems, the rows it would have written for them), and both start warm, as "
+           "long-running processes would be: each Optuna worker has read the study's trials into its cache and "
+           "hpo-service's server has handed out one trial before the clock starts."
+           if args.preseed else ""),
         "",
         "## Environment",
         "",
@@ -625,6 +665,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="admin URL of the PostgreSQL server to create throwaway databases on (default: "
                              "HPO_TEST_DATABASE_URL, 127.0.0.1:5432, else an embedded server; see tests/support)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--preseed", type=int, default=0, metavar="N",
+                        help="start each run on a study that already holds N finished trials (bench/preseed.py: "
+                             "COPY of the rows each system would have written), to measure a large study quickly")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown report (a PNG goes next to it)")
     parser.add_argument("--chart-workers", type=int, default=4, help="worker count shown in the chart")
     parser.add_argument("--progress", type=float, default=30.0, help="seconds between progress lines")
@@ -665,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"hpo-service, {workers} workers: up to {args.trials:,} trials or {args.seconds:g} s",
                       file=sys.stderr, flush=True)
                 ours = run_ours(admin, workers, args.seconds, args.trials, args.seed, logs, args.progress,
-                                args.profile)
+                                args.profile, args.preseed)
                 runs.append(ours)
                 _print_run(ours)
                 ours_seconds = ours.seconds
@@ -673,7 +716,7 @@ def main(argv: list[str] | None = None) -> int:
                 box = ours_seconds if args.long else args.seconds
                 print(f"optuna, {workers} workers: up to {args.trials:,} trials or {box:.0f} s",
                       file=sys.stderr, flush=True)
-                theirs = run_optuna(admin, workers, box, args.trials, args.seed, args.progress)
+                theirs = run_optuna(admin, workers, box, args.trials, args.seed, args.progress, args.preseed)
                 runs.append(theirs)
                 _print_run(theirs)
                 if args.long and not theirs.cap_reached:
