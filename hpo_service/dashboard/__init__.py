@@ -20,7 +20,8 @@ from fastapi import FastAPI, Request, Response
 
 HERE = Path(__file__).resolve().parent
 ASSETS = ("app.js", "charts.js", "pages_list.js", "trials_table.js", "page_study.js", "page_trial.js", "style.css",
-          "favicon.svg", "vendor/echarts.min.js", "vendor/LICENSE", "vendor/NOTICE", "vendor/LICENSE-d3")
+          "favicon.svg", "vendor/echarts.custom.min.js", "vendor/LICENSE", "vendor/NOTICE", "vendor/LICENSE-d3",
+          "vendor/LICENSE-zrender")
 TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
          ".svg": "image/svg+xml", ".html": "text/html; charset=utf-8", "": "text/plain; charset=utf-8"}
 IMMUTABLE = "public, max-age=31536000, immutable"
