@@ -167,9 +167,14 @@ class HpoClient:
         return self._call("POST", f"/api/v1/trials/{trial_id}/complete", json=body)
 
     def fail(self, trial_id: int, token: str, error: str, *, retryable: bool = True,
-             checkpoint_invalid: bool = False) -> TrialStateInfo:
-        body = {"lease_token": token, "error": error[-10_000:], "retryable": retryable,
-                "checkpoint_invalid": checkpoint_invalid}
+             checkpoint_invalid: bool = False, checkpoint_out: str | None = None,
+             budget_done: float | None = None) -> TrialStateInfo:
+        """Release a leased trial. ``checkpoint_out`` + ``budget_done``: a checkpoint committed
+        part-way through the slice (a drain); the retry resumes from it."""
+        body: dict[str, Any] = {"lease_token": token, "error": error[-10_000:], "retryable": retryable,
+                                "checkpoint_invalid": checkpoint_invalid}
+        # Sent only when given, so a server that predates the fields still accepts plain failures.
+        body.update(_drop_none({"checkpoint_out": checkpoint_out, "budget_done": budget_done}))
         return self._call("POST", f"/api/v1/trials/{trial_id}/fail", json=body)
 
     # --- transport ---------------------------------------------------------------------

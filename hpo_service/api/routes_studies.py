@@ -97,9 +97,11 @@ def rungs(study_id: IdPath, services: ServicesDep, caller: Reader) -> list[schem
 @router.get("/studies/{study_id}/best/adapter", responses={200: {"content": {"application/gzip": {}}}, **ERRORS})
 def best_adapter(study_id: IdPath, services: ServicesDep, caller: Reader) -> Response:
     """The best trial's adapter as a .tar.gz with an `adapter/` folder (PEFT kinds: `PeftModel.from_pretrained`)."""
-    trial, _ = services.studies.best(study_id, caller.project_id)
+    trial, result = services.studies.best(study_id, caller.project_id)
     spec = services.studies.get(study_id, caller.project_id).study.spec
-    data = export_adapter_archive(spec["trainer"]["name"], trial.checkpoint_uri,
+    # The checkpoint of the rung result that scored best, not the trial's latest one: a
+    # promoted or drained trial has moved on from the budget where it was best.
+    data = export_adapter_archive(spec["trainer"]["name"], result.checkpoint_uri or trial.checkpoint_uri,
                                   services.context.settings.checkpoint_uri, owner=(study_id, trial.id))
     return Response(data, media_type="application/gzip", headers={
         "Content-Disposition": f'attachment; filename="study-{study_id}-trial-{trial.id}-adapter.tar.gz"'})

@@ -203,6 +203,15 @@ class FailIn(TokenIn):
     checkpoint_invalid: bool = Field(
         default=False, description="the checkpoint given in the lease was missing or corrupt"
     )
+    checkpoint_out: str | None = Field(
+        default=None, max_length=2048,
+        description="a checkpoint the slice committed part-way (e.g. while draining); needs budget_done",
+    )
+    budget_done: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="the budget checkpoint_out is at, strictly between the lease's budget_from and budget_to: "
+                    "the retry resumes there and trains only the rest",
+    )
 
 
 class AckOut(BaseModel):

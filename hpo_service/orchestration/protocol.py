@@ -40,6 +40,14 @@ class LeaseGrant:
 
 
 @dataclass(frozen=True)
+class PartialCheckpoint:
+    """A checkpoint a released (drained) slice committed part-way, at ``budget_done``."""
+
+    uri: str
+    budget_done: float
+
+
+@dataclass(frozen=True)
 class Ack:
     directive: Directive
     expires_at: datetime | None = None
@@ -187,15 +195,27 @@ class TrialProtocol:
 
     def fail(
         self, trial_id: int, token: str, error: str, retryable: bool, checkpoint_invalid: bool = False,
-        project_id: int | None = None,
+        project_id: int | None = None, *, checkpoint_out: str | None = None, budget_done: float | None = None,
     ) -> Trial:
+        """Release a leased trial: requeue it (retryable, attempts left) or fail it.
+
+        ``checkpoint_out`` + ``budget_done``: the worker stopped part-way (a drain) and
+        committed a checkpoint at ``budget_done``, between the lease's ``budget_from`` and
+        ``budget_to``. A requeued trial then resumes from it and trains only the rest of the
+        slice. Checked after the lease token (a stale token gets StaleLease and changes
+        nothing); a budget outside that range is InvalidInput and changes nothing either.
+        """
+        partial = _partial_checkpoint(checkpoint_out, budget_done, checkpoint_invalid)
+
         def use_case(session: Session) -> Trial:
             trial = load_trial(session, trial_id)
             study = load_study(session, trial.study_id, lock=True, project_id=project_id)
             trial = load_trial(session, trial_id, lock=True)
             self._check_lease(trial, token)
+            if partial is not None:
+                _check_partial(trial, partial)
             reason = f"worker {trial.lease_owner} reported: {error}"
-            self._requeue_or_fail(session, study, trial, reason, retryable, checkpoint_invalid)
+            self._requeue_or_fail(session, study, trial, reason, retryable, checkpoint_invalid, partial)
             return trial
 
         trial = self._ctx.run(use_case)
@@ -226,7 +246,8 @@ class TrialProtocol:
         return 1
 
     def _requeue_or_fail(
-        self, session: Session, study: Study, trial: Trial, reason: str, retryable: bool, checkpoint_invalid: bool
+        self, session: Session, study: Study, trial: Trial, reason: str, retryable: bool, checkpoint_invalid: bool,
+        partial: PartialCheckpoint | None = None,
     ) -> None:
         now = self._ctx.clock()
         spec = StudySpec.model_validate(study.spec)
@@ -240,6 +261,8 @@ class TrialProtocol:
         if retryable and trial.attempt < spec.retry.max_attempts:
             if checkpoint_invalid:
                 reason += "; " + _fall_back_to_earlier_checkpoint(session, trial)
+            elif partial is not None:
+                reason += "; " + _keep_partial_checkpoint(study, trial, partial)
             trial.attempt += 1
             trial.state = TrialState.PENDING.value
             repo.add_decision(session, study.id, trial.id, "requeue",
@@ -319,3 +342,48 @@ def _fall_back_to_earlier_checkpoint(session: Session, trial: Trial) -> str:
         return f"checkpoint unusable, resuming from the one at budget {trial.budget_done:g}"
     trial.checkpoint_uri, trial.budget_done = None, 0.0
     return "checkpoint unusable and no earlier one, restarting from scratch"
+
+
+def _partial_checkpoint(
+    uri: str | None, budget_done: float | None, checkpoint_invalid: bool
+) -> PartialCheckpoint | None:
+    """The shape checks of ``fail``'s partial checkpoint (no database needed)."""
+    if uri is None and budget_done is None:
+        return None
+    if uri is None or budget_done is None:
+        raise InvalidInput("checkpoint_out and budget_done go together: give both (a partial checkpoint) or neither")
+    if checkpoint_invalid:
+        raise InvalidInput("checkpoint_invalid says the slice could not start from its checkpoint, so it cannot "
+                           "have written a new one: send checkpoint_out without checkpoint_invalid")
+    if not uri.strip():
+        raise InvalidInput("checkpoint_out is empty")
+    if not math.isfinite(budget_done):
+        raise InvalidInput(f"budget_done must be a finite number, got {budget_done}")
+    return PartialCheckpoint(uri, float(budget_done))
+
+
+def _check_partial(trial: Trial, partial: PartialCheckpoint) -> None:
+    """A partial checkpoint lies strictly inside the leased slice (trial.budget_done -> budget_target)."""
+    if partial.budget_done <= trial.budget_done:
+        raise InvalidInput(
+            f"budget_done {partial.budget_done:g} is not past the budget the lease of trial {trial.id} started "
+            f"from ({trial.budget_done:g}); release the trial without a checkpoint"
+        )
+    if partial.budget_done >= trial.budget_target:
+        raise InvalidInput(
+            f"budget_done {partial.budget_done:g} reaches the target budget of trial {trial.id} "
+            f"({trial.budget_target:g}); complete the trial instead of failing it"
+        )
+
+
+def _keep_partial_checkpoint(study: Study, trial: Trial, partial: PartialCheckpoint) -> str:
+    """The retry resumes from the partial checkpoint: it trains only the rest of the slice.
+
+    The budget trained so far is charged now; the completion charges the remainder
+    (``budget_target - budget_done``), so the total is what one uninterrupted slice costs.
+    The rung checkpoints stay in ``rung_results``: if the partial one turns out unusable,
+    ``checkpoint_invalid`` falls back to the last of them.
+    """
+    study.budget_spent += partial.budget_done - trial.budget_done
+    trial.checkpoint_uri, trial.budget_done = partial.uri, partial.budget_done
+    return f"kept its checkpoint at budget {partial.budget_done:g} of {trial.budget_target:g}"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hpo_service.client import HpoClient
-from hpo_service.errors import Conflict, HpoError, ServiceUnavailable
+from hpo_service.errors import Conflict, HpoError, InvalidInput, ServiceUnavailable
 from hpo_service.workers.checkpoints import CheckpointStore
 from hpo_service.workers.registry import load_trainer
 from hpo_service.workers.trainer import CheckpointError, Directive, Trainer, TrainerError, TrainRequest
@@ -140,13 +140,14 @@ class WorkerLoop:
         reporter = ApiReporter(self.client, lease, self.stop)
         try:
             with _Heartbeat(self.client, lease, reporter) as heartbeat:
-                metrics, checkpoint_uri = self._train(lease, reporter)
+                metrics, checkpoint_uri, budget_done = self._train(lease, reporter)
             if heartbeat.lost.is_set():
                 log.warning("trial %s: lease lost while training; dropping the result", trial_id)
                 return
-            if self.stop.is_set():
-                self.client.fail(trial_id, token, "worker is shutting down", retryable=True)
+            if self.stop.is_set() and budget_done < lease["budget_to"]:
+                self._release(lease, checkpoint_uri, budget_done)
                 return
+            # Not stopped, or the drain came after the last step: the slice is whole, so it counts.
             self.client.complete(trial_id, token, metrics, checkpoint_uri)
         except Conflict as error:
             log.warning("trial %s: the server refused our lease, dropping it: %s", trial_id, error)
@@ -162,7 +163,7 @@ class WorkerLoop:
         except Exception:
             self._fail(lease, traceback.format_exc(limit=20), retryable=True)
 
-    def _train(self, lease: dict[str, Any], reporter: ApiReporter) -> tuple[dict[str, float], str | None]:
+    def _train(self, lease: dict[str, Any], reporter: ApiReporter) -> tuple[dict[str, float], str | None, float]:
         trainer = self._trainer_lookup(lease["trainer"]["name"])
         config = trainer.config_model.model_validate(lease["trainer"]["params"])
         checkpoint_in = self.store.fetch(lease["checkpoint_in"]) if lease["checkpoint_in"] else None
@@ -183,7 +184,27 @@ class WorkerLoop:
         if result.wrote_checkpoint:
             # Named by the budget actually trained: an early stop at 4 of 9 is stored as budget 4.
             uri = self.store.commit(out_dir, lease["study_id"], lease["trial_id"], result.budget_done)
-        return result.metrics, uri
+        return result.metrics, uri, result.budget_done
+
+    def _release(self, lease: dict[str, Any], checkpoint_uri: str | None, budget_done: float) -> None:
+        """Drained mid-slice: give the trial back as retryable, with the checkpoint the trainer wrote
+        on its way out when it lies inside the slice, so that the retry trains only the rest."""
+        trial_id, token, error = lease["trial_id"], lease["lease_token"], "worker is shutting down"
+        if checkpoint_uri is None or not lease["budget_from"] < budget_done < lease["budget_to"]:
+            log.info("trial %s: drained at budget %g of %g without a checkpoint to keep; released as retryable",
+                     trial_id, budget_done, lease["budget_to"])
+            self.client.fail(trial_id, token, error, retryable=True)
+            return
+        try:
+            self.client.fail(trial_id, token, error, retryable=True, checkpoint_out=checkpoint_uri,
+                             budget_done=budget_done)
+        except InvalidInput as refused:  # e.g. a server that predates partial checkpoints
+            log.warning("trial %s: the server refused the partial checkpoint (%s); released without it",
+                        trial_id, refused)
+            self.client.fail(trial_id, token, error, retryable=True)
+            return
+        log.info("trial %s: drained at budget %g of %g; released as retryable with its checkpoint %s",
+                 trial_id, budget_done, lease["budget_to"], checkpoint_uri)
 
     def _fail(self, lease: dict[str, Any], error: str, *, retryable: bool, checkpoint_invalid: bool = False) -> None:
         log.warning("trial %s failed (%s): %s", lease["trial_id"], "retryable" if retryable else "final",

@@ -1,7 +1,8 @@
 """`hpo worker`: N worker processes, each running the worker loop.
 
-SIGTERM / Ctrl-C drains: each loop stops after telling the server that its
-running trial should be retried, instead of leaving it to lease expiry.
+SIGTERM / Ctrl-C drains: each loop stops at its trainer's next report and tells the
+server that its running trial should be retried, with the checkpoint the trainer wrote
+on its way out (the retry resumes from it), instead of leaving it to lease expiry.
 """
 
 from __future__ import annotations

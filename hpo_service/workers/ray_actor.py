@@ -17,7 +17,9 @@ When each method is called
 - ``drain`` from the supervisor on SIGTERM / Ctrl-C, on another thread of the actor
   while ``run`` is busy (the actor has ``max_concurrency`` > 1): the running trainer is
   told "stop" at its next report, returns with a checkpoint if it can, and the loop
-  releases the trial as retryable.
+  releases the trial as retryable with that checkpoint (``fail(checkpoint_out,
+  budget_done)``), so the retry trains only the rest of the slice. A trainer that had
+  already reached the end of its slice is completed instead.
 - ``info`` whenever someone asks which process the slot runs in (tests, the supervisor).
 """
 
@@ -77,7 +79,8 @@ class SlotWorker:
 
     def drain(self) -> None:
         if not self._loop.stop.is_set():
-            log.info("slot %d draining: the running trial checkpoints and is released as retryable", self.slot)
+            log.info("slot %d draining: the running trial checkpoints and is released as retryable "
+                     "(it resumes from that checkpoint)", self.slot)
         self._loop.stop.set()
 
     def info(self) -> dict[str, Any]:

@@ -467,11 +467,13 @@ def test_a_drained_slot_releases_its_trial_as_retryable(slot_and_api: tuple[Slot
     assert result == [1] and api.completes == []
     [failure] = api.fails
     assert failure["retryable"] is True and "shutting down" in failure["error"]
-    # The trainer stopped early and its checkpoint was committed at the budget it reached;
-    # the server is not told yet (see the proposed `fail(checkpoint_out, budget_done)`).
+    # The trainer stopped early, its checkpoint was committed at the budget it reached, and the
+    # release hands it to the server, so that the retry resumes from there.
     reached = max(report["step"] for report in api.reports)
     assert reached < 200
-    assert (tmp_path / "study-2" / "trial-5" / f"budget-{reached:g}" / "state.json").is_file()
+    committed = tmp_path / "study-2" / "trial-5" / f"budget-{reached:g}"
+    assert (committed / "state.json").is_file()
+    assert (failure["checkpoint_out"], failure["budget_done"]) == (committed.resolve().as_uri(), reached)
 
 
 def test_a_second_run_call_never_starts_a_second_loop(slot_and_api: tuple[SlotWorker, FakeApi]) -> None:

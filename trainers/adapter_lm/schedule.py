@@ -30,8 +30,13 @@ class BudgetClock:
             raise ValueError(f"steps_per_unit must be >= 1, got {self.steps_per_unit}")
 
     def step_at(self, budget: float) -> int:
-        """Optimizer steps done at ``budget``; rounds down, identically for every caller."""
-        return math.floor(budget * self.steps_per_unit + _TOLERANCE)
+        """Optimizer steps done at ``budget``; rounds down, identically for every caller.
+
+        The tolerance also absorbs ``budget_at``'s rounding to 10 decimals, which
+        ``steps_per_unit`` multiplies, so ``step_at(budget_at(s)) == s`` for every step: a
+        slice that stopped mid-epoch (a drain) resumes at the step it stopped at.
+        """
+        return math.floor(budget * self.steps_per_unit + max(_TOLERANCE, 1e-10 * self.steps_per_unit))
 
     def budget_at(self, step: int) -> float:
         # Rounded so that a position reads the same however the run was split.
