@@ -22,7 +22,7 @@ effect of proposing with fewer results in hand.
 
 Usage (from the repository root, after bench/setup_env.sh):
 
-    bench/.venv/bin/python bench/async_scaling.py                       # 34 tasks x 5 seeds, ~30 min on 2 cores
+    bench/.venv/bin/python bench/async_scaling.py                       # 34 tasks x 5 seeds, ~30 min on one core
     bench/.venv/bin/python bench/async_scaling.py --tasks 2 --seeds 1 --budget 20 --out /tmp/as.md
 """
 

@@ -4,8 +4,10 @@ Every method gets the same budget per run, the cost of 100 full trainings (5,200
 the same way (bench/methods/budget.py): an evaluation costs the epochs it trains, a promoted
 trial that resumes from its checkpoint pays only its new epochs, a stopped trial paid what it
 trained. Methods (bench/methods/): hpo-service's Hyperband and ASHA, each with its TPE and its
-random sampler; random search, Optuna TPE with and without HyperbandPruner, and DEHB as anchors;
-iterative deepening when it exists. All at their defaults: nothing was tuned, on any task.
+random sampler, and its iterative deepening (Hyperband + TPE started at max 52/9 epochs and raised
+eta-fold through the service whenever the study completes: bench/methods/deepening.py); random
+search, Optuna TPE with and without HyperbandPruner, and DEHB as anchors. All at their defaults:
+nothing was tuned, on any task.
 
 For each of the 34 tasks and each seed: the anytime curve (best validation accuracy among
 52-epoch results vs epochs spent), the final incumbent, and the budget to reach the task's
@@ -22,7 +24,7 @@ everything through the service (about ten times slower).
 
 Usage (from the repository root, after bench/setup_env.sh):
 
-    bench/.venv/bin/python bench/sample_efficiency.py                   # 34 tasks x 5 seeds, ~1 h on 2 cores
+    bench/.venv/bin/python bench/sample_efficiency.py                   # 34 tasks x 5 seeds, ~40 min on one core
     bench/.venv/bin/python bench/sample_efficiency.py --tasks 2 --seeds 1 --budget 20 --out /tmp/se.md
 """
 
@@ -50,7 +52,7 @@ DEFAULT_OUT = common.REPO_ROOT / "bench" / "results" / "sample_efficiency.md"
 DEFAULT_CACHE = common.REPO_ROOT / "bench" / ".cache" / "sample_efficiency.jsonl"
 # Rough seconds per run, so that the slowest runs start first (the pool then ends evenly).
 COST = {"asha-tpe": 25.0, "hyperband-tpe": 15.0, "optuna-tpe-hyperband": 6.0, "hyperband-random": 3.5,
-        "dehb": 2.5, "optuna-tpe": 1.5, "asha-random": 1.5, "random": 0.2}
+        "dehb": 2.5, "iterative-deepening": 2.0, "optuna-tpe": 1.5, "asha-random": 1.5, "random": 0.2}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -14,9 +14,10 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.lcbench import LCBench
-from bench.methods import anchors
+from bench.methods import anchors, deepening
 from bench.methods.budget import TOTAL_EPOCHS, Ledger, RunResult, TaskObjective
 from bench.methods.service import MemoryBackend, ServiceBackend, run_sequential, study_spec
 
@@ -52,19 +53,33 @@ class Method:
         return f"the {self.requires!r} package is not installed (bench/setup_env.sh installs it in bench/.venv)"
 
 
+def _on_backend(ctx: RunContext, spec: dict[str, Any], drive: Callable[[Any, TaskObjective, Ledger], object]) -> int:
+    """``drive`` the study of ``spec`` through ctx's driver (the real service or memory); its configurations."""
+    if ctx.driver == "service":
+        with ServiceBackend(spec, ctx.workdir) as backend:
+            drive(backend, ctx.objective, ctx.ledger)
+            return backend.configurations()
+    memory = MemoryBackend(spec)
+    drive(memory, ctx.objective, ctx.ledger)
+    return memory.configurations()
+
+
 def _service(scheduler: str, sampler: str) -> Callable[[RunContext], int]:
     def run(ctx: RunContext) -> int:
         spec = study_spec(f"lcbench-{ctx.objective.task}-{scheduler}-{sampler}-{ctx.seed}", scheduler, sampler,
                           ctx.seed, ctx.objective.bench.search_space(), float(ctx.ledger.total_epochs))
-        if ctx.driver == "service":
-            with ServiceBackend(spec, ctx.workdir) as backend:
-                run_sequential(backend, ctx.objective, ctx.ledger)
-                return backend.configurations()
-        memory = MemoryBackend(spec)
-        run_sequential(memory, ctx.objective, ctx.ledger)
-        return memory.configurations()
+        return _on_backend(ctx, spec, run_sequential)
 
     return run
+
+
+def _iterative_deepening(ctx: RunContext) -> int:
+    """Hyperband + TPE from max 52/9, raised eta-fold whenever it completes (bench/methods/deepening.py)."""
+    total = ctx.ledger.total_epochs
+    spec = study_spec(f"lcbench-{ctx.objective.task}-iterative-deepening-{ctx.seed}", "hyperband", "tpe", ctx.seed,
+                      ctx.objective.bench.search_space(), float(total), max_budget=deepening.LADDER[0],
+                      iterations=deepening.hyperband_iterations(total))
+    return _on_backend(ctx, spec, deepening.deepen)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
@@ -72,8 +87,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("hyperband-random", "ours", "hpo-service Hyperband + random", _service("hyperband", "random")),
     Method("asha-tpe", "ours", "hpo-service ASHA + TPE", _service("asha", "tpe")),
     Method("asha-random", "ours", "hpo-service ASHA + random", _service("asha", "random")),
-    Method("iterative-deepening", "ours", "hpo-service iterative deepening", None,
-           "not implemented in hpo-service yet; add a runner here when the scheduler exists"),
+    Method("iterative-deepening", "ours", "hpo-service iterative deepening (Hyperband + TPE, max 52/9 -> 52)",
+           _iterative_deepening, note=deepening.DEFINITION),
     Method("random", "anchor", "random search (full budget)",
            lambda ctx: anchors.run_full_trainings(ctx.objective, ctx.ledger, ctx.seed, "random")),
     Method("optuna-tpe", "anchor", "Optuna TPE, no pruning",

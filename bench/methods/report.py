@@ -264,6 +264,9 @@ def write_report(study: SampleEfficiency, path: Path, *, command: str, started: 
                   f"the first tasks) gave exactly the results of the in-memory driver: "
                   + ", ".join(f"{meth} on {task} ({'identical' if ok else 'DIFFERENT'}, {n} evaluations)"
                               for meth, task, ok, n in service_check) + ".", ""]
+    notes = [(x, METHODS[x].note) for x in study.methods if METHODS[x].note]
+    if notes:
+        lines += ["### Method notes", ""] + [f"- **{name}**: {note}." for name, note in notes] + [""]
     if left_out:
         lines += ["Left out: " + "; ".join(f"**{name}**: {why}" for name, why in left_out.items()) + ".", ""]
     lines += ["### Budget to the target per task", "",

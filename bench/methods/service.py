@@ -9,7 +9,8 @@ that a promoted trial is handed back the checkpoint it wrote (it resumes and pay
 ``MemoryBackend`` applies the same scheduler (``make_scheduler``), the same ``Proposer`` and the
 same bookkeeping as ``orchestration/study_driver.py`` and ``protocol.py`` (claim the oldest pending
 trial, else ask the scheduler; record the rung result, apply the actions; observations numbered
-in the order they were recorded; proposals per budget level) in memory. Given a seed it makes
+in the order they were recorded; proposals per budget level; raising max_budget as
+``StudyDriver.extend`` does) in memory. Given a seed it makes
 exactly the decisions the service makes -- tests/bench/test_bench_smoke.py compares the two
 evaluation by evaluation -- at a fraction of the cost (no HTTP, no SQL), which is what makes
 34 tasks x 5 seeds fit in an hour on two cores.
@@ -35,24 +36,26 @@ MIN_BUDGET, ETA = 1.0, 3
 
 
 def study_spec(name: str, scheduler: str, sampler: str, seed: int, space: dict[str, Any],
-               total_budget: float, max_trials: int | None = None) -> dict[str, Any]:
+               total_budget: float, max_trials: int | None = None, max_budget: float = float(MAX_EPOCHS),
+               iterations: int = 1000) -> dict[str, Any]:
     """The study a user would submit: budget = epochs 1..52, eta 3, the LCBench space inline.
 
-    ``iterations`` is large so that ``limits.total_budget`` (in the service's fractional budget
-    units) is what ends a Hyperband study, as it ends an ASHA one.
+    ``iterations`` is large by default so that ``limits.total_budget`` (in the service's fractional
+    budget units) is what ends a Hyperband study, as it ends an ASHA one. Iterative deepening
+    (bench/methods/deepening.py) starts lower (``max_budget``) and sets its own limits.
     """
     spec: dict[str, Any] = {
         "name": name,
         "objective": {"metric": OBJECTIVE_METRIC, "direction": "maximize"},
         "search_space": space,
-        "scheduler": {"kind": scheduler, "min_budget": MIN_BUDGET, "max_budget": float(MAX_EPOCHS), "eta": ETA},
+        "scheduler": {"kind": scheduler, "min_budget": MIN_BUDGET, "max_budget": float(max_budget), "eta": ETA},
         "sampler": {"kind": sampler, "seed": seed},
         "trainer": {"name": "synthetic", "params": {}},
         "limits": {"total_budget": total_budget},
         "retry": {"lease_seconds": 86_400.0, "max_attempts": 3},  # simulated runs never expire
     }
     if scheduler == "hyperband":
-        spec["scheduler"]["iterations"] = 1000
+        spec["scheduler"]["iterations"] = iterations
     if max_trials is not None:
         spec["limits"]["max_trials"] = max_trials
     return spec
@@ -77,6 +80,10 @@ class Backend(Protocol):
     def complete(self, lease: Lease, value: float) -> None: ...
 
     def configurations(self) -> int: ...
+
+    def extend(self, max_budget: float) -> None:
+        """Raise the study's max_budget (iterative deepening), running or finished."""
+        ...
 
 
 def checkpoint_uri(lease: Lease) -> str:
@@ -147,6 +154,9 @@ class ServiceBackend:
 
     def configurations(self) -> int:
         return int(self._client.get_study(self.study_id)["trials_created"])
+
+    def extend(self, max_budget: float) -> None:
+        self._client.extend_study(self.study_id, max_budget)  # PATCH /api/v1/studies/{id}
 
     def status(self) -> str:
         return str(self._client.get_study(self.study_id)["status"])
@@ -221,6 +231,27 @@ class MemoryBackend:
     def configurations(self) -> int:
         return len(self.trials)
 
+    def extend(self, max_budget: float) -> None:
+        """StudyDriver.extend: a scheduler of the new spec extends the snapshot; its actions are applied.
+
+        The service's ProposerCache keys proposers by the spec's hash, so the raise gives the study a new
+        proposer that reads every observation again; so does this (a proposal is a pure function of the
+        seed, the trial number and the observations in order, so it changes nothing but is what happens).
+        """
+        from hpo_service.domain.spec import StudySpec
+        from hpo_service.sampling.proposer import Proposer
+        from hpo_service.scheduling.factory import make_scheduler
+
+        old_max = self._spec.scheduler.max_budget
+        raw = self.spec | {"scheduler": self.spec["scheduler"] | {"max_budget": float(max_budget)}}
+        new_spec = StudySpec.model_validate(raw)
+        scheduler = make_scheduler(new_spec.scheduler, new_spec.limits)
+        state, actions = scheduler.extend(self._state, self._port, old_max)
+        self.spec, self._spec, self._scheduler, self._state = raw, new_spec, scheduler, _json_copy(state)
+        seed = new_spec.sampler.seed if new_spec.sampler.seed is not None else 1
+        self._proposer = Proposer(new_spec.space, new_spec.sampler, seed)
+        self._apply(actions)
+
     # --- what the service's use cases do ---------------------------------------------------------
 
     def _claim_pending(self) -> _Trial | None:
@@ -279,20 +310,21 @@ def _json_copy(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_sequential(backend: Backend, objective: TaskObjective, ledger: Ledger,
-                   trace: list[tuple[int, float, float, float]] | None = None) -> None:
+                   trace: list[tuple[int, float, float, float]] | None = None) -> bool:
     """Lease, train on the surrogate, complete -- until the study has no work or the budget is spent.
 
     With one worker nothing is ever in flight when ``lease`` returns None, so None means the study
-    is finished. ``trace`` (if given) receives ``(trial_id, budget_from, budget_to, accuracy)`` per
-    evaluation: what the backend-equivalence test compares.
+    is finished: then it returns True; False when the run stopped because the next segment did not
+    fit the budget. ``trace`` (if given) receives ``(trial_id, budget_from, budget_to, accuracy)``
+    per evaluation: what the backend-equivalence test compares.
     """
     while True:
         lease = backend.lease()
         if lease is None:
-            return
+            return True
         start, end = epochs_of(lease.budget_from), epochs_of(lease.budget_to)
         if not ledger.fits(end - start):
-            return
+            return False
         if start > 0 and lease.checkpoint_in != f"sim://trial/{lease.trial_id}/epoch/{start}":
             raise AssertionError(f"trial {lease.trial_id} resumed from {lease.checkpoint_in!r}, not its own "
                                  f"checkpoint at epoch {start}")

@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 
 from bench import async_scaling, sample_efficiency  # noqa: E402
 from bench.lcbench import DATA_DIR, MAX_EPOCHS, LCBench  # noqa: E402
-from bench.methods import anchors, metrics  # noqa: E402
+from bench.methods import anchors, deepening, metrics  # noqa: E402
 from bench.methods.budget import Ledger, TaskObjective, epochs_of  # noqa: E402
 from bench.methods.service import MemoryBackend, ServiceBackend, run_sequential, study_spec  # noqa: E402
 
@@ -92,18 +92,47 @@ def test_the_memory_driver_makes_the_services_decisions(bench: LCBench, tmp_path
     assert memory_ledger.spent == sum(epochs_of(b) - epochs_of(a) for _, a, b, _ in in_memory)
 
 
+def test_iterative_deepening_sizes_its_study_from_the_budget_alone() -> None:
+    # 52/9 -> 52/3 -> 52, each raise eta-fold, ending exactly on the surrogate's last epoch.
+    assert deepening.LADDER[-1] == MAX_EPOCHS and [epochs_of(b) for b in deepening.LADDER] == [6, 18, 52]
+    assert all(math.isclose(b / a, 3) for a, b in zip(deepening.LADDER, deepening.LADDER[1:]))
+    # One sweep of the deepened ladder: 22 + 78 + 310 epochs (see the module docstring of deepening.py).
+    assert deepening.hyperband_sweep_cost() == 410
+    assert deepening.hyperband_iterations(5200) == 13 and deepening.hyperband_iterations(1) == 1
+
+
+def test_iterative_deepening_through_the_service_and_in_memory(bench: LCBench, tmp_path: Path) -> None:
+    """Raised twice when the study completes (PATCH max_budget through HTTP + SQLite, extend in memory): the
+    same leases in the same order, continued trials resume at the old top and pay only their new epochs."""
+    total = 12 * MAX_EPOCHS  # 2 sweeps: the last stage is cut by the budget
+    spec = study_spec("smoke-id", "hyperband", "tpe", 5, bench.search_space(), float(total),
+                      max_budget=deepening.LADDER[0], iterations=deepening.hyperband_iterations(total))
+    objective = TaskObjective(bench, bench.tasks[2])
+    traces: list[list[tuple[int, float, float, float]]] = [[], []]
+    ledgers = [Ledger(total), Ledger(total)]
+    raises = deepening.deepen(MemoryBackend(spec), objective, ledgers[0], trace=traces[0])
+    with ServiceBackend(spec, tmp_path) as service:
+        assert deepening.deepen(service, objective, ledgers[1], trace=traces[1]) == raises == 2
+    assert traces[1] == traces[0] and ledgers[1] == ledgers[0]
+    continued = [a for _, a, _, _ in traces[0] if a > 0]
+    assert any(math.isclose(a, deepening.LADDER[0]) for a in continued)  # from the first study's top
+    assert any(math.isclose(a, deepening.LADDER[1]) for a in continued)  # from the second's
+    assert ledgers[0].spent == sum(epochs_of(b) - epochs_of(a) for _, a, b, _ in traces[0])
+    assert ledgers[0].full and not ledgers[0].fits(MAX_EPOCHS)  # it reached 52 and spent the budget
+
+
 def test_sample_efficiency_short(tmp_path: Path) -> None:
     out = tmp_path / "sample_efficiency.md"
     code = sample_efficiency.main(["--tasks", "2", "--seeds", "1", "--budget", "6", "--service-check", "1",
                                    "--jobs", "1", "--no-cache", "--out", str(out)])
     assert code == 0
     report = out.read_text()
-    for method in ("hyperband-tpe", "asha-tpe", "hyperband-random", "asha-random", "random", "optuna-tpe",
-                   "optuna-tpe-hyperband"):
+    for method in ("hyperband-tpe", "asha-tpe", "hyperband-random", "asha-random", "iterative-deepening", "random",
+                   "optuna-tpe", "optuna-tpe-hyperband"):
         assert f"| {method} |" in report
     assert "Goal 1" in report and "Goal 2" in report
-    assert "4 of 4 runs redone through the real service" in report
-    assert "**iterative-deepening**: not implemented" in report
+    assert "5 of 5 runs redone through the real service" in report
+    assert "iterative-deepening on" in report
 
 
 def test_async_scaling_short(tmp_path: Path) -> None:

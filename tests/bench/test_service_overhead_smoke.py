@@ -15,7 +15,7 @@ from bench import service_overhead
 @pytest.mark.slow
 def test_a_short_run_on_a_pre_seeded_study_reports_both_systems(postgres_admin_url: str, tmp_path: Path) -> None:
     out = tmp_path / "overhead.md"
-    status = service_overhead.main(["--workers", "1", "--seconds", "4", "--trials", "30", "--preseed", "200",
+    status = service_overhead.main(["--workers", "1", "--seconds", "8", "--trials", "40", "--preseed", "200",
                                     "--window", "5", "--progress", "60", "--chart-workers", "1", "--database-url", postgres_admin_url,
                                     "--out", str(out)])
     assert status == 0
