@@ -38,8 +38,16 @@ async def _sweep_expired_leases(services: Services) -> None:
     """Requeue expired leases even when no worker is asking for work."""
     while True:
         await asyncio.sleep(services.context.settings.expiry_sweep_seconds)
+        sweep = asyncio.ensure_future(run_in_threadpool(services.expire_leases_throttled))
         try:
-            await run_in_threadpool(services.expire_leases_throttled)
+            await asyncio.shield(sweep)
+        except asyncio.CancelledError:
+            # Shutdown: the thread holds a database connection, which must be back in the pool
+            # before the engine is disposed (else it is only closed by the garbage collector).
+            await asyncio.wait([sweep])
+            if not sweep.cancelled():
+                sweep.exception()  # retrieved: a failure of the last sweep is not news at shutdown
+            raise
         except Exception:  # the sweep must outlive a database restart
             log.exception("lease expiry sweep failed; retrying")
 
@@ -52,6 +60,9 @@ async def _close_dashboard(app: FastAPI) -> None:
     dashboard = getattr(app.state, "dashboard", None)
     if dashboard is not None:
         dashboard.background.close()
+    # Both hold the services of this lifespan: a restarted lifespan (same app, same process) makes new ones.
+    app.state.live_hub = None
+    app.state.dashboard = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

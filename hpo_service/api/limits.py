@@ -37,7 +37,11 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # a study spec or a batch of 1000 reports is far below this
-MAX_DB_ID = 2**63 - 1  # BIGINT: ids, offsets, `after_id`
+# Ids, offsets, `after_id`: within BIGINT, and within what a JSON number holds exactly (2**53 - 1,
+# JavaScript's Number.MAX_SAFE_INTEGER). The bound must also survive the OpenAPI document, where
+# FastAPI writes a body's bounds as floats: 2**63 - 1 would be documented as 2**63, past the column,
+# and near 2**63 a double's steps are 1024 wide, so clients (and fuzzers) cannot hit it exactly.
+MAX_DB_ID = 2**53 - 1
 MAX_DB_INT = 2**31 - 1  # INTEGER columns: bracket, rung, attempt
 
 
@@ -141,6 +145,18 @@ def _no_control(value: str) -> str:
     return value
 
 
+def _hostname_is_text(resources: dict[str, Any]) -> dict[str, Any]:
+    hostname = resources.get("hostname")
+    if hostname is not None:
+        if not isinstance(hostname, str) or len(hostname) > 255:
+            raise ValueError("hostname must be a string of at most 255 characters")
+        try:
+            _no_control(hostname)
+        except ValueError as error:
+            raise ValueError(f"hostname {error}") from None
+    return resources
+
+
 def strip_nul(value: str) -> str:
     """For free text that workers send as is (tracebacks): keep it, minus what the database cannot store."""
     return value.replace("\x00", "\ufffd")
@@ -160,3 +176,7 @@ NO_NUL_PATTERN = "^[^\\u0000]*$"
 NameText = Annotated[str, AfterValidator(_no_control), Field(json_schema_extra={"pattern": NO_CONTROL_PATTERN})]
 # Text stored verbatim (URIs, filters): anything but NUL, which PostgreSQL text cannot hold.
 StoredText = Annotated[str, AfterValidator(_no_nul), Field(json_schema_extra={"pattern": NO_NUL_PATTERN})]
+# A worker's resources: free-form JSON, stored as is (a JSON column holds any string, NUL escapes
+# included); only `hostname`, which is also stored in a text column, must be printable text.
+WorkerResources = Annotated[dict[str, Any], AfterValidator(_hostname_is_text), Field(json_schema_extra={
+    "properties": {"hostname": {"type": "string", "maxLength": 255, "pattern": NO_CONTROL_PATTERN}}})]

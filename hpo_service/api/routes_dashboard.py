@@ -31,6 +31,11 @@ from hpo_service.orchestration.dashboard_views import (
 
 router = APIRouter(prefix="/api/v1", tags=["dashboard"])
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": schemas.ErrorOut} for code in (401, 403, 404, 422, 429)}
+# The event streams answer errors in JSON, before any event: documented so (with `model`, FastAPI
+# would list them under the route's media type, text/event-stream).
+STREAM_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+    for code in (401, 403, 404, 422, 429)}
 
 
 def get_dashboard(request: Request) -> DashboardService:
@@ -169,7 +174,7 @@ def existing_study(study_id: IdPath, dashboard: DashboardDep, caller: Reader) ->
     return study_id
 
 
-@router.get("/studies/{study_id}/events", response_class=EventSourceResponse, responses=ERRORS)
+@router.get("/studies/{study_id}/events", response_class=EventSourceResponse, responses=STREAM_ERRORS)
 async def study_events(
     study_id: Annotated[int, Depends(existing_study)], hub: HubDep, max_seconds: StreamSeconds = 25.0,
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
@@ -181,7 +186,7 @@ async def study_events(
         yield event
 
 
-@router.get("/events", response_class=EventSourceResponse)
+@router.get("/events", response_class=EventSourceResponse, responses=STREAM_ERRORS)
 async def events(hub: HubDep, _caller: Reader, max_seconds: StreamSeconds = 25.0) -> AsyncIterator[ServerSentEvent]:
     """Server-sent events for the studies list and the workers page: `changed` (no data) when some
     study changed or a worker was seen; the page reloads what it shows."""

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hpo_service.api.limits import IdItem, NameText, WorkerResources
 from hpo_service.domain.spec import StudySpec
 
 MetricValue = float | int | None
@@ -130,9 +131,11 @@ class BestTrialOut(BaseModel):
 
 
 class LeaseIn(_In):
-    worker_id: str = Field(min_length=1, max_length=128)
-    resources: dict[str, Any] = Field(default_factory=dict)
-    studies: list[int] | None = Field(default=None, max_length=1000)
+    # NameText, WorkerResources, IdItem: NUL in text columns and ids past BIGINT are a 422, not a
+    # DataError (500) on PostgreSQL.
+    worker_id: NameText = Field(min_length=1, max_length=128)
+    resources: WorkerResources = Field(default_factory=dict)
+    studies: list[IdItem] | None = Field(default=None, max_length=1000)
     wait_s: float = Field(default=0.0, ge=0.0, le=300.0)
 
 

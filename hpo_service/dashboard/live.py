@@ -50,6 +50,20 @@ class _Topic:
         return f"{self.seen_report}.{self.seen_decision}"
 
 
+async def _in_thread(function: Any, *args: Any) -> Any:
+    """`run_in_threadpool` that cancelling (`LiveHub.close` at shutdown) does not abandon: the thread
+    holds a database connection, which must be back in the pool before the server disposes of the
+    engine -- else it is left open and only closed, with a ResourceWarning, by the garbage collector."""
+    call = asyncio.ensure_future(run_in_threadpool(function, *args))
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        await asyncio.wait([call])
+        if not call.cancelled():
+            call.exception()  # retrieved: a failure of the abandoned poll is not news at shutdown
+        raise
+
+
 class LiveHub:
     def __init__(self, dashboard: DashboardService, interval_s: float = 1.0) -> None:
         self._dashboard = dashboard
@@ -121,7 +135,7 @@ class LiveHub:
         for study_id in [k for k, t in self._topics.items() if not t.queues]:
             del self._topics[study_id]
         self.polls += 1
-        heads = await run_in_threadpool(self._dashboard.heads, [k for k in self._topics if k])
+        heads = await _in_thread(self._dashboard.heads, [k for k in self._topics if k])
         for study_id, topic in list(self._topics.items()):
             state = self._state_of(study_id, heads)
             if state != topic.state:
@@ -130,7 +144,7 @@ class LiveHub:
                 data = (state or {"gone": True}) if study_id else {}
                 self._publish(topic, self._event("study" if study_id else "changed", data, topic))
             if study_id and (heads.report_id > topic.report_mark or heads.decision_id > topic.decision_mark):
-                changes = await run_in_threadpool(
+                changes = await _in_thread(
                     self._dashboard.changes, study_id, topic.report_mark, topic.decision_mark, BATCH)
                 self._deliver(topic, changes, heads)
             # Everything up to what the previous poll saw has committed by now: stop re-reading it.

@@ -137,7 +137,7 @@ def test_dashboard_page_and_assets_are_served_locally_with_cache_headers(api: Te
         assert fresh.content == assets[name].body  # httpx undoes the gzip
         stale = api.get(f"/static/{name}", params={"v": "old"})
         assert stale.headers["cache-control"] == "no-cache"
-    echarts = api.get("/static/vendor/echarts.min.js", headers={"Accept-Encoding": "gzip"})
+    echarts = api.get("/static/vendor/echarts.custom.min.js", headers={"Accept-Encoding": "gzip"})
     assert echarts.headers["content-encoding"] == "gzip"
     assert "Apache License" in api.get("/static/vendor/LICENSE").text
     assert api.get("/static/../app.py").status_code == 404
