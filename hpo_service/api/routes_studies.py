@@ -11,7 +11,7 @@ from hpo_service.api import schemas
 from hpo_service.api.convert import decision_out, study_out, trial_detail_out, trial_out
 from hpo_service.api.auth import Reader, Submitter
 from hpo_service.api.deps import ServicesDep
-from hpo_service.api.limits import IdPath, IndexQuery, OffsetQuery
+from hpo_service.api.limits import NO_NUL_PATTERN, IdPath, IndexQuery, OffsetQuery
 from hpo_service.domain.queries import TrialFilter
 from hpo_service.domain.spec import StudySpec
 from hpo_service.domain.states import StudyStatus, TrialState
@@ -38,7 +38,8 @@ def create_study(spec: StudySpec, services: ServicesDep, caller: Submitter, resp
 @router.get("/studies", response_model=schemas.StudyPage, responses=ERRORS)
 def list_studies(
     services: ServicesDep, caller: Reader, status: StudyStatus | None = None,
-    name: Annotated[str | None, Query(max_length=128, description="substring of the name")] = None,
+    name: Annotated[str | None, Query(max_length=128, pattern=NO_NUL_PATTERN, description="substring of the name")
+                    ] = None,
     limit: Limit = 50, offset: Offset = 0,
 ) -> schemas.StudyPage:
     summaries, total = services.studies.list(

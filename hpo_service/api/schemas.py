@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
 
-from hpo_service.api.limits import IdItem, NameText, WorkerResources
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from hpo_service.api.limits import IdItem, NameText, StoredText, WorkerResources, strip_nul
 from hpo_service.domain.spec import StudySpec
 
 MetricValue = float | int | None
@@ -187,7 +189,7 @@ class TokenIn(_In):
 
 
 class ReportItem(_In):
-    step: float = Field(ge=0)
+    step: float = Field(ge=0, allow_inf_nan=False)  # a step is a budget position: finite
     metrics: dict[str, MetricValue] = Field(max_length=256)
 
 
@@ -197,16 +199,16 @@ class ReportsIn(TokenIn):
 
 class CompleteIn(TokenIn):
     metrics: dict[str, MetricValue] = Field(default_factory=dict, max_length=256)
-    checkpoint_out: str | None = Field(default=None, max_length=2048)
+    checkpoint_out: StoredText | None = Field(default=None, max_length=2048)
 
 
 class FailIn(TokenIn):
-    error: str = Field(max_length=10_000)
+    error: Annotated[str, AfterValidator(strip_nul)] = Field(max_length=10_000)  # tracebacks, kept as sent
     retryable: bool = True
     checkpoint_invalid: bool = Field(
         default=False, description="the checkpoint given in the lease was missing or corrupt"
     )
-    checkpoint_out: str | None = Field(
+    checkpoint_out: StoredText | None = Field(
         default=None, max_length=2048,
         description="a checkpoint the slice committed part-way (e.g. while draining); needs budget_done",
     )
@@ -237,7 +239,7 @@ class HealthOut(BaseModel):
 
 
 class TokenCreateIn(_In):
-    name: str = Field(min_length=1, max_length=128)
+    name: NameText = Field(min_length=1, max_length=128)
     scope: Literal["admin", "submit", "worker", "read"]
     project: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$",
                                 description="default: the caller's project")

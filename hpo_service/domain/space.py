@@ -61,7 +61,8 @@ class IntDistribution(_Dist):
 
 class CategoricalDistribution(_Dist):
     type: Literal["categorical"] = "categorical"
-    choices: list[ParamValue] = Field(min_length=1)
+    # At most 1000: every proposal scores each choice (TPE), under the study's lock.
+    choices: list[ParamValue] = Field(min_length=1, max_length=1000)
 
     @model_validator(mode="after")
     def _check(self) -> "CategoricalDistribution":

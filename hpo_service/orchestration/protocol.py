@@ -308,7 +308,10 @@ def _objective(session: Session, trial: Trial, metrics: dict[str, Any], metric: 
             f"the completion of trial {trial.id} has no objective metric {metric!r} "
             f"(in `metrics` or the last report); send it in `metrics`"
         )
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer past float range: as good as infinite, so the run diverged
+        return math.inf if value > 0 else -math.inf
 
 
 def _already_done_with(trial: Trial, token: str) -> bool:
@@ -327,9 +330,21 @@ def _directive_for(status: str) -> Directive:
 def _finite_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """JSON columns cannot hold NaN/inf: store them as null (the reading side shows them as missing)."""
     return {
-        key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+        key: (None if not _finite_number(value) else value)
         for key, value in metrics.items()
     }
+
+
+def _finite_number(value: Any) -> bool:
+    """False for NaN, infinities and integers past float range (readers convert to float)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            float(value)
+        except OverflowError:
+            return False
+    return True
 
 
 def _fall_back_to_earlier_checkpoint(session: Session, trial: Trial) -> str:

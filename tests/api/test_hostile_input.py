@@ -165,7 +165,6 @@ def test_a_search_space_over_the_parameter_limit_gets_422(api: Api) -> None:
     assert "limit of 256" in error["message"]
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_FIXED + " (F5: no limit on categorical choices)")
 def test_a_categorical_with_thousands_of_choices_gets_422(api: Api) -> None:
     # 5000 choices is ~40 KB; at 100k choices (still < 1 MiB) every lease of the study takes seconds
     # under the study lock with the TPE sampler.
@@ -221,7 +220,6 @@ def test_a_report_step_that_is_nan_or_negative_gets_422(api: Api) -> None:
         assert_error_shape(api.raw("POST", f"/api/v1/trials/{grant['trial_id']}/reports", text), 422)
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_FIXED + " (F3: step=Infinity is stored, then read back as null)")
 def test_a_report_step_of_infinity_gets_422(api: Api) -> None:
     api.study()
     grant = api.lease()
@@ -232,7 +230,6 @@ def test_a_report_step_of_infinity_gets_422(api: Api) -> None:
     assert_error_shape(response, 422)
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_FIXED + " (F4: an integer objective past float range is a 500)")
 def test_an_integer_objective_past_float_range_is_not_a_server_error(api: Api) -> None:
     api.study()
     grant = api.lease()
@@ -280,8 +277,6 @@ NUL_CASES = [
 def test_nul_characters_never_cause_a_server_error(
     request: pytest.FixtureRequest, api: Api, case: str, method: str, path: str, body: dict[str, Any]
 ) -> None:
-    if case != "worker id":  # fixed: LeaseIn.worker_id is NameText (found again by the fuzzer on POST /leases)
-        xfail_on(request, api, "postgresql", NOT_FIXED + " (F1: NUL in text reaches PostgreSQL -> DataError -> 500)")
     api.study()
     grant = api.lease()
     filled = json.loads(json.dumps(body).replace("{token}", grant["lease_token"]))
@@ -295,7 +290,6 @@ def test_nul_characters_never_cause_a_server_error(
 def test_a_nul_in_the_name_filter_is_not_a_server_error(
     request: pytest.FixtureRequest, api: Api, query: dict[str, str]
 ) -> None:
-    xfail_on(request, api, "postgresql", NOT_FIXED + " (F1: NUL in a filter reaches PostgreSQL -> 500)")
     response = api.client.get("/api/v1/studies", params=query)
     assert response.status_code in (200, 422), response.text
 
