@@ -22,6 +22,7 @@ from hpo_service.api.routes_workers import router as workers_router
 from hpo_service.api.services import Services, build_services
 from hpo_service.dashboard import mount_dashboard
 from hpo_service.db.migrate import check_schema
+from hpo_service.errors import ServiceUnavailable
 from hpo_service.settings import Settings, get_settings
 
 log = logging.getLogger("hpo_service.api")
@@ -48,6 +49,8 @@ async def _sweep_expired_leases(services: Services) -> None:
             if not sweep.cancelled():
                 sweep.exception()  # retrieved: a failure of the last sweep is not news at shutdown
             raise
+        except ServiceUnavailable as error:  # the database is down: one line a sweep, not a traceback
+            log.warning("lease expiry sweep: %s", error.message)
         except Exception:  # the sweep must outlive a database restart
             log.exception("lease expiry sweep failed; retrying")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hpo_service.client import HpoClient
-from hpo_service.errors import Conflict, HpoError, InvalidInput, ServiceUnavailable
+from hpo_service.errors import Conflict, HpoError, InvalidInput, RateLimited, ServiceUnavailable
 from hpo_service.workers.checkpoints import CheckpointStore
 from hpo_service.workers.registry import load_trainer
 from hpo_service.workers.trainer import CheckpointError, Directive, Trainer, TrainerError, TrainRequest
@@ -99,6 +99,10 @@ class _Heartbeat:
                 self.reporter.directive = "stop"
 
 
+RATE_LIMITED_FIRST_WAIT_S = 5.0
+RATE_LIMITED_MAX_WAIT_S = 60.0  # the server's bad-token window
+
+
 class WorkerLoop:
     def __init__(
         self, client: HpoClient, store: CheckpointStore, *, worker_id: str | None = None,
@@ -112,11 +116,13 @@ class WorkerLoop:
         self.wait_s = wait_s
         self.resources = resources or {}
         self.stop = threading.Event()
+        self.rate_limited_wait_s = RATE_LIMITED_FIRST_WAIT_S
         self._trainer_lookup = trainer_lookup
 
     def run(self, *, max_trials: int | None = None, exit_when_idle: bool = False) -> int:
         """Lease and run trials until stopped; returns how many segments were run."""
         done = 0
+        limited_wait = self.rate_limited_wait_s
         while not self.stop.is_set() and (max_trials is None or done < max_trials):
             try:
                 lease = self.client.lease(self.worker_id, wait_s=self.wait_s, studies=self.studies,
@@ -125,6 +131,14 @@ class WorkerLoop:
                 log.warning("server unavailable, retrying: %s", error)
                 self.stop.wait(1.0)
                 continue
+            except RateLimited as error:
+                # Someone on this worker's address is sending bad tokens (the server limits by
+                # address): wait it out, doubling up to the server's one-minute window, not exit.
+                log.warning("rate-limited by the server, retrying in %.0f s: %s", limited_wait, error)
+                self.stop.wait(limited_wait)
+                limited_wait = min(2 * limited_wait, RATE_LIMITED_MAX_WAIT_S)
+                continue
+            limited_wait = self.rate_limited_wait_s
             if lease is None:
                 if exit_when_idle:
                     break

@@ -102,3 +102,21 @@ def test_without_a_usable_checkpoint_the_trial_is_released_plainly(tmp_path: Pat
     assert [kind for kind, _ in ends] == (["fail", "fail"] if refuse else ["fail"])
     assert "checkpoint_out" not in ends[-1][1] and "budget_done" not in ends[-1][1]
     assert ends[-1][1]["retryable"] is True
+
+
+def test_a_rate_limited_lease_is_retried_with_backoff_not_fatal(tmp_path: Path) -> None:
+    answers = [429, 429, 204]
+    waits: list[float] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        status = answers.pop(0)
+        if status == 429:
+            return httpx.Response(429, json={"error": "rate_limited", "message": "too many bad tokens"})
+        return httpx.Response(204)
+
+    with HpoClient("http://fake", transport=httpx.MockTransport(handle), retries=0) as client:
+        loop = WorkerLoop(client, FileCheckpointStore(tmp_path), wait_s=0.0)
+        loop.rate_limited_wait_s = 0.01
+        loop.stop.wait = lambda seconds: waits.append(seconds) or False  # type: ignore[method-assign]
+        assert loop.run(exit_when_idle=True) == 0
+    assert answers == [] and waits == [0.01, 0.02]
