@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.tiny_lm import corpus, pretrain, train_tokenizer
+
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: tests never touch the network
 
 try:
@@ -31,39 +33,7 @@ else:
     # spinning against each other made every step ~10x slower.
     torch.set_num_threads(1)
 
-VOCAB_SIZE = 512
 PRETRAIN_STEPS = 80
-
-
-def corpus() -> str:
-    from pydoc_data.topics import topics
-
-    return "\n\n".join(topics[key] for key in sorted(topics))
-
-
-def train_tokenizer(text: str) -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    backend.train_from_iterator([text], trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
-
-
-def pretrain(model: Any, ids: Any, steps: int, seq_len: int = 64, batch: int = 8) -> None:
-    generator = torch.Generator().manual_seed(0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    usable = ids[: ids.numel() // seq_len * seq_len].view(-1, seq_len)
-    for _ in range(steps):
-        rows = usable[torch.randint(0, usable.shape[0], (batch,), generator=generator)]
-        loss = model(input_ids=rows, labels=rows).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
 
 
 @pytest.fixture(scope="session")
