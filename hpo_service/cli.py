@@ -90,7 +90,7 @@ def serve(
     import uvicorn
 
     from hpo_service.api.app import create_app
-    from hpo_service.api.startup import prepare_server
+    from hpo_service.api.startup import freeze_startup_heap, prepare_server
     from hpo_service.db.migrate import upgrade_if_needed
     from hpo_service.errors import SchemaOutdated
     from hpo_service.settings import Settings
@@ -108,13 +108,14 @@ def serve(
     # Open dashboard pages hold a live-event stream; do not let them delay a shutdown for long.
     graceful_s = 5
     if processes == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning",
-                    timeout_graceful_shutdown=graceful_s)
+        app = create_app(settings)
+        freeze_startup_heap()
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=graceful_s)
         return
     # Several processes: each builds its app from the environment (the protocol is safe with
     # any number of API processes on one database).
     os.environ["HPO_DATABASE_URL"] = settings.database_url
-    uvicorn.run("hpo_service.api.app:create_app", factory=True, workers=processes, host=host, port=port,
+    uvicorn.run("hpo_service.api.startup:create_served_app", factory=True, workers=processes, host=host, port=port,
                 log_level="warning", timeout_graceful_shutdown=graceful_s)
 
 

@@ -4,6 +4,16 @@
 
 const HPO = (window.HPO = { pages: {}, state: {} });
 
+/* The chart library loads asynchronously (index.html), so a page's API calls do not wait for it
+ * to be parsed; anything that draws a chart awaits this first. */
+HPO.chartsReady = new Promise((resolve, reject) => {
+  if (window.echarts) { resolve(); return; }
+  const script = document.getElementById('echarts-lib');
+  script.addEventListener('load', () => resolve());
+  script.addEventListener('error', () => reject(new Error('The chart library could not be loaded; reload the page.')));
+});
+HPO.chartsReady.catch(() => {}); // reported by the loaders that await it
+
 /* ---------- API ---------- */
 
 class ApiError extends Error {

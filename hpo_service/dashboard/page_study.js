@@ -108,7 +108,7 @@
       HPO.fill(head, summary(study, () => HPO.load(head, loadSummary), message));
     };
     const loadHistory = async () => {
-      const data = await HPO.api(`/studies/${id}/history?max_points=2000`);
+      const data = await HPO.api(`/studies/${id}/history?max_points=2000`); await HPO.chartsReady;
       if (!data.total) { HPO.fill(historyBody, HPO.empty('No results yet.', 'Points appear as trials finish their first rung.')); return; }
       const el = h('div', { class: 'chart', 'data-testid': 'history-chart' });
       HPO.fill(historyBody, el, h('div', { class: 'hint' }, data.stride === 1
@@ -118,7 +118,7 @@
       charts.history = HPO.historyChart(el, data, ui.history);
     };
     const loadCurves = async () => {
-      const data = await HPO.api(`/studies/${id}/curves?max_trials=100&top=10&max_points=100`);
+      const data = await HPO.api(`/studies/${id}/curves?max_trials=100&top=10&max_points=100`); await HPO.chartsReady;
       if (!data.curves.length) { HPO.fill(curvesBody, HPO.empty('No trials yet.')); HPO.fill(curvesNote); return; }
       const el = h('div', { class: 'chart tall', 'data-testid': 'curves-chart' });
       HPO.fill(curvesBody, el);
@@ -129,7 +129,7 @@
     };
     const loadHyperband = async () => HPO.fill(hyperbandBody, hyperbandTable(await HPO.api(`/studies/${id}/hyperband`)));
     const loadParallel = async () => {
-      const data = await HPO.api(`/studies/${id}/parallel` + HPO.query({ budget: ui.budget, max_points: 500, top: 50 }));
+      const data = await HPO.api(`/studies/${id}/parallel` + HPO.query({ budget: ui.budget, max_points: 500, top: 50 })); await HPO.chartsReady;
       HPO.fill(parallelTools, data.levels.length > 1 ? h('select', {
         'aria-label': 'Budget level', onchange: (e) => { ui.budget = Number(e.target.value); HPO.load(parallelBody, loadParallel); HPO.load(importanceBody, loadImportance); },
       }, data.levels.map(([b, n]) => h('option', { value: b, selected: b === data.budget }, `budget ${fmt.budget(b)} (${fmt.int(n)} results)`))) : null);
@@ -142,7 +142,7 @@
       charts.parallel = HPO.parallelChart(el, data, data.metric, data.direction);
     };
     const loadImportance = async () => {
-      const data = await HPO.api(`/studies/${id}/importance` + HPO.query({ budget: ui.budget }));
+      const data = await HPO.api(`/studies/${id}/importance` + HPO.query({ budget: ui.budget })); await HPO.chartsReady;
       if (data.pending) {
         HPO.fill(importanceBody, HPO.empty('Computing…', 'the model is fitted in the background'));
         const retry = setTimeout(() => HPO.load(importanceBody, loadImportance), 1000);

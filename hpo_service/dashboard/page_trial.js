@@ -83,7 +83,7 @@
       };
       draw();
     };
-    const load = async () => render(await HPO.api(`/trials/${id}/overview?max_points=2000`));
+    const load = async () => { const o = await HPO.api(`/trials/${id}/overview?max_points=2000`); await HPO.chartsReady; render(o); };
     HPO.fill(main, top);
     const reload = () => HPO.load(top, load);
     reload().then(() => {

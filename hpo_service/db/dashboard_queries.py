@@ -169,15 +169,6 @@ def trial_numbers(session: Session, trial_ids: Sequence[int]) -> dict[int, int]:
     return {int(i): int(n) for i, n in session.execute(query)}
 
 
-def budget_levels(session: Session, study_id: int) -> list[tuple[float, int]]:
-    """(budget, results) per budget level, highest first."""
-    query = (
-        select(RungResult.budget, func.count()).where(RungResult.study_id == study_id)
-        .group_by(RungResult.budget).order_by(RungResult.budget.desc())
-    )
-    return [(float(b), int(n)) for b, n in session.execute(query)]
-
-
 # --- trials: top, samples, curves ------------------------------------------------
 
 
@@ -253,24 +244,49 @@ def decisions_of(session: Session, trial_ids: Sequence[int], limit: int) -> list
 # --- hyperband view and observations --------------------------------------------
 
 
-def trial_counts_by_rung(session: Session, study_id: int) -> list[tuple[int, int, str, int]]:
-    """(bracket, rung, state, trials) for the brackets x rungs view."""
+def _trial_range(column: Any, lo: int, hi: int | None) -> ColumnElement[bool]:
+    return and_(column >= lo, column < hi) if hi is not None else column >= lo
+
+
+def trial_counts_by_rung(session: Session, study_id: int, lo: int = 0,
+                         hi: int | None = None) -> list[tuple[int, int, str, int]]:
+    """(bracket, rung, state, trials) for the brackets x rungs view, of the trials with ids in
+    [lo, hi) (all by default; a range scans the primary key)."""
     query = (
-        select(Trial.bracket, Trial.rung, Trial.state, func.count()).where(Trial.study_id == study_id)
+        select(Trial.bracket, Trial.rung, Trial.state, func.count())
+        .where(Trial.study_id == study_id, _trial_range(Trial.id, lo, hi))
         .group_by(Trial.bracket, Trial.rung, Trial.state)
     )
     return [(int(b), int(r), str(s), int(n)) for b, r, s, n in session.connection().execute(query)]
 
 
-def rung_summary(session: Session, study_id: int) -> list[tuple[int, int, float, int, int, float]]:
-    """(bracket, rung, budget, results, promoted, best score) per rung."""
+def rung_totals(session: Session, study_id: int, lo: int = 0,
+                hi: int | None = None) -> list[tuple[int, int, float, int, int, float]]:
+    """(bracket, rung, budget, results, promoted, best score) per rung and budget, of the results of
+    trials with ids in [lo, hi) (index uq_rung_results_trial_rung for a range)."""
     query = (
-        select(RungResult.bracket, RungResult.rung, func.max(RungResult.budget), func.count(),
+        select(RungResult.bracket, RungResult.rung, RungResult.budget, func.count(),
                func.sum(case((RungResult.promoted, 1), else_=0)), func.min(RungResult.score))
-        .where(RungResult.study_id == study_id).group_by(RungResult.bracket, RungResult.rung)
+        .where(RungResult.study_id == study_id, _trial_range(RungResult.trial_id, lo, hi))
+        .group_by(RungResult.bracket, RungResult.rung, RungResult.budget)
     )
     rows = session.connection().execute(query)
     return [(int(b), int(r), float(u), int(n), int(p or 0), float(x)) for b, r, u, n, p, x in rows]
+
+
+def first_open_trial_id(session: Session, study_id: int) -> int | None:
+    """The oldest trial that is not in a final state (index ix_trials_study_state), or None."""
+    query = select(func.min(Trial.id)).where(Trial.study_id == study_id,
+                                             Trial.state.in_(("pending", "running", "paused")))
+    found = session.execute(query).scalar_one_or_none()
+    return None if found is None else int(found)
+
+
+def newest_trial_id_before(session: Session, study_id: int, before: datetime) -> int | None:
+    """The newest trial id created before ``before`` (its transaction is over)."""
+    query = select(func.max(Trial.id)).where(Trial.study_id == study_id, Trial.created_at <= before)
+    found = session.execute(query).scalar_one_or_none()
+    return None if found is None else int(found)
 
 
 def results_at(

@@ -28,6 +28,7 @@ from hpo_service.orchestration import dashboard_views as views
 from hpo_service.orchestration.context import Context
 from hpo_service.orchestration.dashboard_cache import Background, VersionCache
 from hpo_service.orchestration.dashboard_history import LATE_COMMIT_S, Point
+from hpo_service.orchestration.dashboard_rungs import RungTotals
 from hpo_service.orchestration.studies import load_study, load_trial
 from hpo_service.orchestration.transfer_report import transfer_report
 from hpo_service.sampling.importance import EVALUATORS, evaluator_available, param_importances
@@ -60,6 +61,19 @@ class DashboardService:
     def require_study(self, study_id: int, project_id: int | None = None) -> None:
         """Raise NotFound unless the study exists (in ``project_id``, when given)."""
         self._read(lambda s: load_study(s, study_id, project_id=project_id))
+
+    def _rung_totals(self, session: Session, study: Any) -> RungTotals:
+        """The study's per-rung totals (dashboard_rungs: final trials are summed once and kept)."""
+        signature = (study.created_at, study.spec["scheduler"]["max_budget"])
+        ladder = (study.scheduler_state or {}).get("ladder")
+        raised = isinstance(ladder, list) and len(ladder) > 1  # its finished trials may still change
+
+        def read() -> RungTotals:
+            cutoff = self.ctx.clock() - timedelta(seconds=LATE_COMMIT_S)
+            return self.cache.rung_ledger(study.id).read(session, study.id, signature, cutoff, keep=not raised)
+
+        # One read per study version serves every view of a page load (Hyperband, levels, top trials).
+        return self.cache.get(("rung-totals", study.id), study.version, 1.0, read)
 
     # --- study charts ------------------------------------------------------------
 
@@ -101,7 +115,7 @@ class DashboardService:
             stamp = (study.version, dl.heads(session, [])[0][0])  # curves also move with every report
 
             def compute() -> views.Curves:
-                top_ids = self._top_trials(session, study_id, top)
+                top_ids = self._top_trials(session, study_id, self._rung_totals(session, study).levels(), top)
                 stride = max(1, math.ceil(study.trials_created / max_trials)) if max_trials else 0
                 sampled = dq.sampled_trial_ids(session, study_id, stride, max_trials) if stride else []
                 ids = list(dict.fromkeys(top_ids + sampled))
@@ -119,10 +133,10 @@ class DashboardService:
         return self._read(use_case)
 
     @staticmethod
-    def _top_trials(session: Session, study_id: int, top: int) -> list[int]:
+    def _top_trials(session: Session, study_id: int, levels: list[tuple[float, int]], top: int) -> list[int]:
         """The best ``top`` trials: the best results at the highest budget, then the next level down."""
         chosen: list[int] = []
-        for budget, _count in dq.budget_levels(session, study_id):
+        for budget, _count in levels:
             if len(chosen) >= top:
                 break
             for trial_id in dq.best_at_level(session, study_id, budget, top):
@@ -137,7 +151,7 @@ class DashboardService:
             spec = StudySpec.model_validate(study.spec)
 
             def compute() -> views.Parallel:
-                levels = dq.budget_levels(session, study_id)
+                levels = self._rung_totals(session, study).levels()
                 level, count = build.level_with_data(levels, budget, MIN_LEVEL_OBSERVATIONS)
                 axes = build.param_axes(spec)
                 objective = (spec.objective.metric, spec.objective.direction.value)
@@ -169,7 +183,8 @@ class DashboardService:
 
         def observations(session: Session) -> tuple[StudySpec, float | None, int, list[tuple[Any, ...]]]:
             study = load_study(session, study_id, project_id=project_id)
-            level, count = build.level_with_data(dq.budget_levels(session, study_id), budget, MIN_LEVEL_OBSERVATIONS)
+            level, count = build.level_with_data(self._rung_totals(session, study).levels(), budget,
+                                                 MIN_LEVEL_OBSERVATIONS)
             stride = max(1, math.ceil(count / max_observations))
             rows = dq.results_at(session, study_id, level, max_observations, stride=stride) if level else []
             return StudySpec.model_validate(study.spec), level, count, rows
@@ -221,7 +236,8 @@ class DashboardService:
                     return scheduler.rung_budget(bracket, rung)
 
             def compute() -> views.HyperbandView:
-                summary = dq.rung_summary(session, study_id)
+                totals = self._rung_totals(session, study)
+                summary = totals.summary()
                 starts = {bracket: budget for bracket, rung, budget, *_ in summary if rung == 0}
 
                 def shape(bracket: int) -> Hashable:
@@ -230,8 +246,7 @@ class DashboardService:
                     proxy = bracket // MUP_BRACKET_STRIDE if spec.scheduler.transfer else 0
                     return proxy, starts[bracket] if bracket in starts else planned(bracket, 0)
 
-                counts = dq.trial_counts_by_rung(session, study_id)
-                return build.hyperband_view(counts, summary, shape, MAX_BRACKET_ROWS, spec.objective.direction,
+                return build.hyperband_view(totals.counts, summary, shape, MAX_BRACKET_ROWS, spec.objective.direction,
                                             planned)
 
             return self.cache.get(("hyperband", study_id), study.version, 1.0, compute)

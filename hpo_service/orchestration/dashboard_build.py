@@ -28,14 +28,14 @@ _END_OUTCOME = {TrialState.STOPPED.value: "stopped", TrialState.COMPLETED.value:
                 TrialState.FAILED.value: "failed"}
 
 
-def hyperband_view(counts: list[tuple[int, int, str, int]], summary: list[tuple[Any, ...]],
+def hyperband_view(counts: dict[tuple[int, int, str], int], summary: list[tuple[Any, ...]],
                    geometry: Callable[[int], Hashable], max_rows: int, direction: Any,
                    planned_budget: Callable[[int, int], float]) -> HyperbandView:
-    """Brackets x rungs from trial counts (bracket, rung, state, trials) and rung results (bracket,
+    """Brackets x rungs from trial counts ((bracket, rung, state) -> trials) and rung results (bracket,
     rung, budget, results, promoted, best score); entered = trials at this rung or above. With more
     than ``max_rows`` brackets, brackets of the same ``geometry`` are summed into one row, named
     after its first bracket."""
-    ids = sorted({c[0] for c in counts} | {r[0] for r in summary})
+    ids = sorted({c[0] for c in counts} | {r[0] for r in summary})  # counts: its keys
     grouped = len(ids) > max_rows
     first_of: dict[Hashable, int] = {}
     group_of: dict[int, int] = {}
@@ -45,7 +45,7 @@ def hyperband_view(counts: list[tuple[int, int, str, int]], summary: list[tuple[
     for bracket in ids:
         members[group_of[bracket]] += 1
     states: dict[tuple[int, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for bracket, rung, state, n in counts:
+    for (bracket, rung, state), n in counts.items():
         states[(group_of[bracket], rung)][state] += n
     results: dict[tuple[int, int], list[Any]] = {}
     for bracket, rung, budget, n, promoted, best in summary:

@@ -13,6 +13,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
 from hpo_service.orchestration.dashboard_history import HistoryLog
+from hpo_service.orchestration.dashboard_rungs import RungLedger
 
 T = TypeVar("T")
 log = logging.getLogger("hpo_service.dashboard")
@@ -56,6 +57,9 @@ class VersionCache:
 
     def history_log(self, study_id: int) -> HistoryLog:
         return self.get(("history-log", study_id), None, math.inf, HistoryLog)
+
+    def rung_ledger(self, study_id: int) -> RungLedger:
+        return self.get(("rung-ledger", study_id), None, math.inf, RungLedger)
 
 
 class Background:

@@ -236,7 +236,7 @@ def test_hyperband_view_groups_many_brackets_by_geometry() -> None:
     from hpo_service.domain.states import Direction
     from hpo_service.orchestration.dashboard_build import hyperband_view
 
-    counts = [(b, 0, "stopped", 3) for b in range(40)] + [(b, 1, "completed", 1) for b in range(0, 40, 2)]
+    counts = {(b, 0, "stopped"): 3 for b in range(40)} | {(b, 1, "completed"): 1 for b in range(0, 40, 2)}
     summary = [(b, 0, 1.0, 3, 1 if b % 2 == 0 else 0, 0.5 + b) for b in range(40)]
     view = hyperband_view(counts, summary, lambda b: b % 2, 30, Direction.MINIMIZE, lambda b, r: 9.0)
     assert view.grouped and view.brackets == 40

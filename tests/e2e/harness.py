@@ -51,9 +51,9 @@ class Processes:
         self.running.append(process)
         return process
 
-    def server(self) -> str:
+    def server(self, *extra: str) -> str:
         port = free_port()
-        process = self._start(f"server-{port}", "serve", "--port", str(port))
+        process = self._start(f"server-{port}", "serve", "--port", str(port), *extra)
         url = f"http://127.0.0.1:{port}"
         with HpoClient(url, token=self.token, retries=0) as client:
             def healthy() -> bool:
