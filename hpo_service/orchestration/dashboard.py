@@ -27,7 +27,7 @@ from hpo_service.orchestration import dashboard_build as build
 from hpo_service.orchestration import dashboard_views as views
 from hpo_service.orchestration.context import Context
 from hpo_service.orchestration.dashboard_cache import Background, VersionCache
-from hpo_service.orchestration.dashboard_history import LATE_COMMIT_S, Point
+from hpo_service.orchestration.dashboard_history import LATE_COMMIT_S, HistoryLog, Point
 from hpo_service.orchestration.dashboard_rungs import RungTotals
 from hpo_service.orchestration.studies import load_study, load_trial
 from hpo_service.orchestration.transfer_report import transfer_report
@@ -95,7 +95,7 @@ class DashboardService:
                 log.settle(dq.settled_result_id(session, study_id, after, cutoff))
                 stride, sample = log.sample(max_points)
                 best, total, levels = list(log.records), log.total, log.levels
-            numbers = dq.trial_numbers(session, list({p.trial_id for p in sample + best}))
+            numbers = self._trial_numbers(session, log, {p.trial_id for p in sample + best})
 
             def columns(points: list[Point]) -> list[list[int | float]]:
                 return [[p.seq, p.trial_id, numbers.get(p.trial_id, -1), p.budget, p.value, p.budget_spent]
@@ -105,6 +105,19 @@ class DashboardService:
                            columns(sample), columns(best))
 
         return self._read(use_case)
+
+    @staticmethod
+    def _trial_numbers(session: Session, log: HistoryLog, wanted: set[int]) -> dict[int, int]:
+        """Numbers of the trials a history shows: kept with the log (a trial's number never
+        changes), so a live read asks the database only for trials new to the chart."""
+        with log.lock:
+            known = {i: log.numbers[i] for i in wanted if i in log.numbers}
+        found = dq.trial_numbers(session, list(wanted - known.keys())) if len(known) < len(wanted) else {}
+        with log.lock:
+            if len(log.numbers) > 2 * len(wanted) + 1000:  # forget trials the chart no longer shows
+                log.numbers = dict(known)
+            log.numbers.update(found)
+        return {**known, **found}
 
     def curves(self, study_id: int, max_trials: int, top: int, max_points: int, metric: str | None,
                project_id: int | None = None) -> views.Curves:
@@ -117,7 +130,7 @@ class DashboardService:
             def compute() -> views.Curves:
                 top_ids = self._top_trials(session, study_id, self._rung_totals(session, study).levels(), top)
                 stride = max(1, math.ceil(study.trials_created / max_trials)) if max_trials else 0
-                sampled = dq.sampled_trial_ids(session, study_id, stride, max_trials) if stride else []
+                sampled = dq.sampled_trial_ids(session, study_id, stride, max_trials, study.trials_created) if stride else []
                 ids = list(dict.fromkeys(top_ids + sampled))
                 trials = {t.id: t for t in dq.trials_by_id(session, ids)}
                 reports = build.by_trial(dq.thinned_reports(session, ids, max_points), lambda r: r[0])

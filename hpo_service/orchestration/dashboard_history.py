@@ -46,6 +46,7 @@ class HistoryLog:
     last: Point | None = None
     best: dict[float, float] = field(default_factory=dict)  # budget -> best score
     recent: set[int] = field(default_factory=set)  # consumed ids above the watermark
+    numbers: dict[int, int] = field(default_factory=dict)  # trial id -> number (never changes) of points shown
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, total: int, rows: list[tuple[Any, ...]], upto: int, value_of: Callable[[float], float]) -> None:
