@@ -46,7 +46,7 @@ from bench import common  # noqa: E402
 from bench.lcbench import DATA_DIR, MAX_EPOCHS, LCBench, read_space  # noqa: E402
 from bench.methods import run_seed  # noqa: E402
 from bench.methods.budget import FULL_TRAININGS, Ledger, RunResult, TaskObjective, epochs_of  # noqa: E402
-from bench.methods.runner import Job, run_jobs  # noqa: E402
+from bench.methods.runner import Job, load_cache, run_jobs  # noqa: E402
 from bench.methods.service import MemoryBackend, study_spec  # noqa: E402
 
 DEFAULT_OUT = common.REPO_ROOT / "bench" / "results" / "async_scaling.md"
@@ -161,13 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     sims = [Job("scaling", s, t, seed, total, workers=w, sampler=args.sampler, fast_tpe=fast)
             for s in args.schedulers for w in args.workers for t in args.tasks for seed in range(args.seeds)]
     anchors = [Job("sample", "random", t, seed, total, fast_tpe=fast) for t in args.tasks for seed in range(args.seeds)]
+    cached = {} if args.no_cache or not args.cache.exists() else load_cache(args.cache)
+    reused = sum(1 for job in sims + anchors if job.key() in cached)
     results = run_jobs(sims + anchors, args.data_dir, args.jobs, None if args.no_cache else args.cache,
                        cost=lambda job: job.workers * (3.0 if job.method == "hyperband" else 1.0))
     runs = [ScalingRun.from_json(results[job.key()]) for job in sims]
     random_runs = [RunResult.from_json(results[job.key()]) for job in anchors]
     study = Scaling(runs, random_runs, args.tasks, args.workers, args.seeds, total, args.sampler)
     command = shlex.join(["bench/.venv/bin/python", "bench/async_scaling.py", *sys.argv[1:]])
-    write_report(study, args.out, command=command, started=started, wall=time.monotonic() - t0)
+    write_report(study, args.out, command=command, started=started, wall=time.monotonic() - t0,
+                 reused=(reused, len(sims) + len(anchors)))
     print(study.text_summary())
     print(f"\nwrote {args.out} ({(time.monotonic() - t0) / 60:.1f} min)", file=sys.stderr)
     return 0

@@ -142,3 +142,4 @@ def test_async_scaling_short(tmp_path: Path) -> None:
     assert code == 0
     report = out.read_text()
     assert "| hyperband-random | 4 |" in report and "| asha-random | 4 |" in report
+    assert "reused" not in report.splitlines()[2]  # --no-cache: nothing came from the cache
