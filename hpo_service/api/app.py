@@ -35,6 +35,18 @@ def package_version() -> str:
         return "0+unknown"
 
 
+def _extend_leases_at_startup(services: Services) -> None:
+    """Give the leases in flight one lease period after this start-up (F11): workers could not
+    heartbeat while the server was down, and the sweeper would requeue them all at once.
+    See `TrialProtocol.extend_leases_after_restart` for what this means with several API processes."""
+    try:
+        extended = services.protocol.extend_leases_after_restart()
+    except ServiceUnavailable as error:  # the sweeper will deal with the leases as before: requeue
+        log.warning("start-up: could not extend the running leases: %s", error.message)
+        return
+    log.info("start-up: extended %d running lease(s) to at least one lease period from now", extended)
+
+
 async def _sweep_expired_leases(services: Services) -> None:
     """Requeue expired leases even when no worker is asking for work."""
     while True:
@@ -75,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         check_schema(services.context.engine)
+        _extend_leases_at_startup(services)  # before the first sweep and the first lease request
         services.signal.bind(asyncio.get_running_loop())
         app.state.services = services
         sweeper = asyncio.create_task(_sweep_expired_leases(services))

@@ -17,7 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from hpo_service.api.deps import ServicesDep
 from hpo_service.domain.access import Permission, Principal
@@ -29,6 +30,18 @@ SESSION_COOKIE = "hpo_session"
 BAD_TOKEN_LIMIT = 20
 BAD_TOKEN_WINDOW_S = 60.0
 KNOWN_GOOD_TTL_S = 15 * 60.0  # how long a verified token passes an address's limit
+
+# The OpenAPI document's security scheme (components.securitySchemes.bearer), referenced by every
+# operation that authenticates. Documentation only: with auto_error=False it never answers for us,
+# so a missing or malformed header still gets this module's 401 in the service's error shape, and
+# the dashboard's session cookie is still accepted where no header is sent.
+BEARER = HTTPBearer(
+    auto_error=False, scheme_name="bearer", bearerFormat="opaque API token",
+    description="`Authorization: Bearer <token>` (create one with `hpo token create`). The dashboard's "
+                f"`{SESSION_COOKIE}` cookie, set by `POST /api/v1/session`, is accepted instead where no header "
+                "is sent.",
+)
+DocumentedBearer = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 
 class BadTokenLimiter:
@@ -106,7 +119,9 @@ def _secret_from(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE) or None
 
 
-def authenticate(request: Request, services: ServicesDep) -> Principal:
+def authenticate(request: Request, services: ServicesDep, _documented: DocumentedBearer = None) -> Principal:
+    """The caller's principal, from the bearer header or the session cookie (``_documented`` only puts the
+    bearer scheme into the OpenAPI document; the header is read by ``_secret_from``)."""
     return authenticate_secret(request, services, _secret_from(request))
 
 

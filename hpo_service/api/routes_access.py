@@ -5,17 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request, Response, Security
 
 from hpo_service.api import schemas
-from hpo_service.api.auth import SESSION_COOKIE, TokenManager, authenticate, authenticate_secret
+from hpo_service.api.auth import BEARER, SESSION_COOKIE, TokenManager, authenticate, authenticate_secret
 from hpo_service.api.deps import ServicesDep
 from hpo_service.api.limits import IdPath
 from hpo_service.domain.access import Principal, Scope
 from hpo_service.orchestration.context import as_utc
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
-ERRORS = {code: {"model": schemas.ErrorOut} for code in (401, 403, 404, 422, 429)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": schemas.ErrorOut} for code in (401, 403, 404, 422, 429)}
+BODY_ERRORS = {**ERRORS, **schemas.BODY_TOO_LARGE}  # operations that take a body
 
 
 def _token_out(token: Any, project: str) -> dict[str, Any]:
@@ -26,7 +27,7 @@ def _token_out(token: Any, project: str) -> dict[str, Any]:
     }
 
 
-@router.post("/tokens", status_code=201, response_model=schemas.TokenCreatedOut, responses=ERRORS)
+@router.post("/tokens", status_code=201, response_model=schemas.TokenCreatedOut, responses=BODY_ERRORS)
 def create_token(body: schemas.TokenCreateIn, services: ServicesDep, caller: TokenManager) -> dict[str, Any]:
     issued = services.access.create_token(
         caller, project=body.project or caller.project, name=body.name, scope=Scope(body.scope),
@@ -46,13 +47,13 @@ def revoke_token(token_id: IdPath, services: ServicesDep, caller: TokenManager) 
     return _token_out(token, caller.project if token.project_id == caller.project_id else "?")
 
 
-@router.get("/whoami", response_model=schemas.WhoAmIOut, responses=ERRORS)
+@router.get("/whoami", response_model=schemas.WhoAmIOut, responses=ERRORS, dependencies=[Security(BEARER)])
 def whoami(request: Request, services: ServicesDep) -> schemas.WhoAmIOut:
     principal: Principal = authenticate(request, services)
     return schemas.WhoAmIOut(project=principal.project, scope=principal.scope.value, token_id=principal.token_id)
 
 
-@router.post("/session", response_model=schemas.WhoAmIOut, responses=ERRORS)
+@router.post("/session", response_model=schemas.WhoAmIOut, responses=BODY_ERRORS)
 def open_session(body: schemas.SessionIn, request: Request, response: Response,
                  services: ServicesDep) -> schemas.WhoAmIOut:
     """Check a token and keep it in an HttpOnly, SameSite=Strict cookie for the dashboard."""

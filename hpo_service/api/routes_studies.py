@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
@@ -19,14 +19,16 @@ from hpo_service.orchestration.transfer_report import transfer_report
 from hpo_service.workers.artifacts import export_adapter_archive
 
 router = APIRouter(prefix="/api/v1", tags=["studies"])
-ERRORS = {code: {"model": schemas.ErrorOut} for code in (401, 403, 404, 409, 422, 429)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": schemas.ErrorOut} for code in (401, 403, 404, 409, 422, 429)}
+BODY_ERRORS = {**ERRORS, **schemas.BODY_TOO_LARGE}  # operations that take a body
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = OffsetQuery  # BIGINT-bounded: a huge offset is a 422, not a database error
 
 
 @router.post("/studies", status_code=201, response_model=schemas.StudyOut,
-             responses={200: {"model": schemas.StudyOut, "description": "same name and spec: attached"}, **ERRORS})
+             responses={200: {"model": schemas.StudyOut, "description": "same name and spec: attached"},
+                        **BODY_ERRORS})
 def create_study(spec: StudySpec, services: ServicesDep, caller: Submitter, response: Response) -> schemas.StudyOut:
     """Create a study. Submitting the same name with the same spec again returns the existing study (200)."""
     study, created = services.studies.create_or_attach(spec, caller.project_id)
@@ -54,7 +56,7 @@ def get_study(study_id: IdPath, services: ServicesDep, caller: Reader) -> schema
     return study_out(services.studies.get(study_id, caller.project_id))
 
 
-@router.patch("/studies/{study_id}", response_model=schemas.StudyOut, responses=ERRORS)
+@router.patch("/studies/{study_id}", response_model=schemas.StudyOut, responses=BODY_ERRORS)
 def patch_study(study_id: IdPath, body: schemas.StudyPatchIn, services: ServicesDep, caller: Submitter) -> schemas.StudyOut:
     """Raise max_budget: adds rungs and continues the best trials of the old top rung (iterative deepening)."""
     services.studies.extend(study_id, body.max_budget, caller.project_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
@@ -14,12 +15,13 @@ from hpo_service.api.deps import ServicesDep
 from hpo_service.api.limits import IdPath
 
 router = APIRouter(prefix="/api/v1", tags=["worker protocol"])
-ERRORS = {code: {"model": schemas.ErrorOut} for code in (401, 403, 404, 409, 422, 429)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": schemas.ErrorOut} for code in (401, 403, 404, 409, 422, 429)}
+BODY_ERRORS = {**ERRORS, **schemas.BODY_TOO_LARGE}  # operations that take a body: all of them here
 
 
 @router.post(
     "/leases", response_model=schemas.LeaseOut,
-    responses={204: {"description": "no work within wait_s"}, **ERRORS},
+    responses={204: {"description": "no work within wait_s"}, **BODY_ERRORS},
 )
 async def lease(body: schemas.LeaseIn, services: ServicesDep, caller: Worker) -> schemas.LeaseOut | Response:
     settings = services.context.settings
@@ -37,27 +39,27 @@ async def lease(body: schemas.LeaseIn, services: ServicesDep, caller: Worker) ->
         await services.signal.wait(min(settings.lease_poll_seconds, remaining))
 
 
-@router.post("/trials/{trial_id}/heartbeat", response_model=schemas.AckOut, responses=ERRORS)
+@router.post("/trials/{trial_id}/heartbeat", response_model=schemas.AckOut, responses=BODY_ERRORS)
 def heartbeat(trial_id: IdPath, body: schemas.TokenIn, services: ServicesDep, caller: Worker) -> schemas.AckOut:
     ack = services.protocol.heartbeat(trial_id, body.lease_token, caller.project_id)
     return schemas.AckOut(directive=ack.directive, expires_at=ack.expires_at)
 
 
-@router.post("/trials/{trial_id}/reports", response_model=schemas.AckOut, responses=ERRORS)
+@router.post("/trials/{trial_id}/reports", response_model=schemas.AckOut, responses=BODY_ERRORS)
 def reports(trial_id: IdPath, body: schemas.ReportsIn, services: ServicesDep, caller: Worker) -> schemas.AckOut:
     batch = [(r.step, r.metrics) for r in body.reports]
     ack = services.protocol.report(trial_id, body.lease_token, batch, caller.project_id)
     return schemas.AckOut(directive=ack.directive)
 
 
-@router.post("/trials/{trial_id}/complete", response_model=schemas.TrialStateOut, responses=ERRORS)
+@router.post("/trials/{trial_id}/complete", response_model=schemas.TrialStateOut, responses=BODY_ERRORS)
 def complete(trial_id: IdPath, body: schemas.CompleteIn, services: ServicesDep, caller: Worker) -> schemas.TrialStateOut:
     trial = services.protocol.complete(trial_id, body.lease_token, body.metrics, body.checkpoint_out,
                                        caller.project_id)
     return schemas.TrialStateOut(trial_id=trial.id, state=trial.state, attempt=trial.attempt)
 
 
-@router.post("/trials/{trial_id}/fail", response_model=schemas.TrialStateOut, responses=ERRORS)
+@router.post("/trials/{trial_id}/fail", response_model=schemas.TrialStateOut, responses=BODY_ERRORS)
 def fail(trial_id: IdPath, body: schemas.FailIn, services: ServicesDep, caller: Worker) -> schemas.TrialStateOut:
     trial = services.protocol.fail(trial_id, body.lease_token, body.error, body.retryable, body.checkpoint_invalid,
                                    caller.project_id, checkpoint_out=body.checkpoint_out, budget_done=body.budget_done)

@@ -29,6 +29,13 @@ class ErrorOut(BaseModel):
     message: str
 
 
+# Every operation that takes a body documents this: `BodySizeLimit` (api/limits.py) answers it,
+# before anything is parsed, for a body over the limit (1 MiB).
+BODY_TOO_LARGE: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorOut, "description": "the request body is over the size limit (`payload_too_large`)"},
+}
+
+
 class BestOut(_Out):
     trial_id: int
     value: float

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, case, func, select, update
+from sqlalchemy import CursorResult, Select, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -118,6 +118,28 @@ def expired_trial_ids(session: Session, now: datetime, limit: int = 100) -> list
         .limit(limit)
     )
     return [(int(a), int(b)) for a, b in session.execute(query)]
+
+
+def studies_with_running_trials(session: Session) -> list[int]:
+    query = (
+        select(Trial.study_id).where(Trial.state == TrialState.RUNNING.value)
+        .group_by(Trial.study_id).order_by(Trial.study_id)
+    )
+    return [int(study_id) for study_id in session.execute(query).scalars()]
+
+
+def extend_running_leases(session: Session, study_id: int, until: datetime) -> int:
+    """Move every running lease of the study that expires before ``until`` to ``until``; returns how many.
+
+    The token and owner stay: the holder keeps its lease. A running trial without an expiry
+    (none should exist) is left alone."""
+    result = session.execute(
+        update(Trial)
+        .where(Trial.study_id == study_id, Trial.state == TrialState.RUNNING.value, Trial.lease_expires_at < until)
+        .values(lease_expires_at=until)
+        .execution_options(synchronize_session=False)
+    )
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def trials_in_state(session: Session, study_id: int, states: Sequence[str]) -> list[Trial]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy.orm import Session
@@ -234,6 +234,38 @@ class TrialProtocol:
         if requeued:
             self._ctx.on_work_available()
         return requeued
+
+    def extend_leases_after_restart(self) -> int:
+        """Give every running lease at least one lease period from now; returns how many were extended.
+
+        An API process calls this once at start-up, before its expiry sweeper first runs (finding
+        F11): while no server was up, workers could not heartbeat, so every lease that ran out
+        during the outage would otherwise be requeued at once, and the work in flight redone.
+        Each running lease of a study then expires no earlier than now + that study's
+        ``lease_seconds``; token and owner are unchanged, so the holder carries on with its next
+        heartbeat. A worker that really died meanwhile has its trial requeued one lease period
+        later than it would have been.
+
+        Several API processes on one database: when one restarts while another keeps serving,
+        the restarting one also extends the leases the other one serves. That is harmless for
+        live workers (their heartbeats set the same kind of expiry) and delays the requeue of a
+        dead worker's trial by at most one lease period per start-up; accepted. (A server that
+        crash-loops faster than ``lease_seconds`` would keep postponing it: each start extends.)
+
+        One transaction; study rows are locked in id order before their trials (the lock order
+        of every use case), so it does not deadlock with a concurrent sweep or completion
+        (``Context.run`` would retry it if it did)."""
+
+        def use_case(session: Session) -> int:
+            now = self._ctx.clock()
+            extended = 0
+            for study_id in repo.studies_with_running_trials(session):
+                study = load_study(session, study_id, lock=True)
+                lease_seconds = StudySpec.model_validate(study.spec).retry.lease_seconds
+                extended += repo.extend_running_leases(session, study_id, now + timedelta(seconds=lease_seconds))
+            return extended
+
+        return self._ctx.run(use_case)
 
     def _expire_one(self, session: Session, study_id: int, trial_id: int, now: datetime) -> int:
         study = load_study(session, study_id, lock=True)

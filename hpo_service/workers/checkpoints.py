@@ -8,9 +8,18 @@ entry in ``_STORE_FACTORIES``: ``open_for_write`` hands out a local scratch fold
 
 Layout of the file store::
 
-    <root>/study-<id>/trial-<id>/budget-<budget>/   committed checkpoints
+    <root>/study-<id>/trial-<id>/budget-<budget>-a<attempt>/   committed checkpoints
     <root>/.staging/                                 folders being written, and old copies
                                                      being replaced
+
+One folder per lease attempt (finding F8): a worker that lost its lease while it was stalled
+before its commit (frozen, partitioned) still commits, but into its own attempt's folder, so it
+cannot replace the checkpoint the new lease holder committed and the server recorded. The server
+refuses that worker's completion (stale lease), so its folder is recorded nowhere: it is left
+behind as garbage (an orphan; deleting it is safe, nothing refers to it). A trial's attempt
+changes whenever it is requeued, which is the only way a lease can be re-issued, so two lease
+holders of one trial never share an attempt. ``budget-<budget>/`` (no attempt, the layout before
+F8) is still read, so checkpoints committed by older workers still resume.
 
 The staging folder sits under the root so that a commit is a rename within one file system,
 which is atomic: a reader sees the old checkpoint or the new one, never half of one.
@@ -32,7 +41,9 @@ from urllib.parse import unquote, urlsplit
 from hpo_service.workers.trainer import CheckpointError
 
 STAGING_DIR = ".staging"
-_LAYOUT = (re.compile(r"study-\d+"), re.compile(r"trial-\d+"), re.compile(r"budget-[0-9.e+-]+"))
+# The budget's characters (format_budget: digits, '.', 'e', '+', '-') hold no 'a', so the optional
+# attempt suffix is unambiguous. Without it: the layout before F8, still read.
+_LAYOUT = (re.compile(r"study-\d+"), re.compile(r"trial-\d+"), re.compile(r"budget-[0-9.e+-]+(?:-a\d+)?"))
 
 
 class CheckpointStore(Protocol):
@@ -43,21 +54,26 @@ class CheckpointStore(Protocol):
     trainer returned, then reports the returned URI to the server.
     """
 
-    def open_for_write(self, study_id: int, trial_id: int, budget: float) -> Path:
+    def open_for_write(self, study_id: int, trial_id: int, budget: float, *, attempt: int | None = None) -> Path:
         """A new, empty local folder for the trainer to write a checkpoint into.
 
         The folder is scratch space until ``commit``; a worker that gives up on the slice
-        may delete it. Raises ValueError for a negative id or a non-finite budget.
+        may delete it. Raises ValueError for a negative id or attempt, or a non-finite budget.
         """
         ...
 
-    def commit(self, local: Path, study_id: int, trial_id: int, budget: float) -> str:
-        """Store the files in ``local`` as the checkpoint at ``budget``; returns its URI.
+    def commit(
+        self, local: Path, study_id: int, trial_id: int, budget: float, *, attempt: int | None = None
+    ) -> str:
+        """Store the files in ``local`` as the checkpoint at ``budget`` of lease ``attempt``; returns its URI.
 
         Atomic: readers see the previous checkpoint at that URI or the new one. Committing
-        the same (study, trial, budget) again replaces the earlier checkpoint, so a retried
-        slice can commit. ``local`` belongs to the store afterwards. Raises CheckpointError
-        if ``local`` is not a folder.
+        the same (study, trial, budget, attempt) again replaces the earlier checkpoint, so a
+        retried commit succeeds. Different attempts never share a URI: a worker that lost its
+        lease (whose trial was requeued as a later attempt) cannot replace the checkpoint of
+        the new lease holder. Workers always pass the lease's ``attempt``; ``None`` writes the
+        layout from before attempts were part of it. ``local`` belongs to the store
+        afterwards. Raises CheckpointError if ``local`` is not a folder.
         """
         ...
 
@@ -104,19 +120,25 @@ class FileCheckpointStore:
     def uri(self) -> str:
         return self.root.as_uri()
 
-    def location(self, study_id: int, trial_id: int, budget: float) -> Path:
+    def location(self, study_id: int, trial_id: int, budget: float, *, attempt: int | None = None) -> Path:
         _check_id("study_id", study_id)
         _check_id("trial_id", trial_id)
-        return self.root / f"study-{study_id}" / f"trial-{trial_id}" / f"budget-{format_budget(budget)}"
+        folder = f"budget-{format_budget(budget)}"
+        if attempt is not None:
+            _check_id("attempt", attempt)
+            folder += f"-a{attempt}"
+        return self.root / f"study-{study_id}" / f"trial-{trial_id}" / folder
 
-    def open_for_write(self, study_id: int, trial_id: int, budget: float) -> Path:
-        name = self.location(study_id, trial_id, budget).relative_to(self.root)
+    def open_for_write(self, study_id: int, trial_id: int, budget: float, *, attempt: int | None = None) -> Path:
+        name = self.location(study_id, trial_id, budget, attempt=attempt).relative_to(self.root)
         staging = self._staging()
         prefix = "-".join(name.parts) + "-"
         return Path(tempfile.mkdtemp(prefix=prefix, dir=staging))
 
-    def commit(self, local: Path, study_id: int, trial_id: int, budget: float) -> str:
-        final = self.location(study_id, trial_id, budget)
+    def commit(
+        self, local: Path, study_id: int, trial_id: int, budget: float, *, attempt: int | None = None
+    ) -> str:
+        final = self.location(study_id, trial_id, budget, attempt=attempt)
         local = Path(local).resolve()
         if not local.is_dir():
             raise CheckpointError(f"cannot commit {local}: not a folder")
@@ -186,7 +208,7 @@ class FileCheckpointStore:
             pattern.fullmatch(part) for pattern, part in zip(_LAYOUT, relative, strict=True)
         ):
             raise CheckpointError(
-                f"{uri!r} is not a checkpoint: expected {self.uri}/study-<id>/trial-<id>/budget-<b>"
+                f"{uri!r} is not a checkpoint: expected {self.uri}/study-<id>/trial-<id>/budget-<b>-a<attempt>"
             )
         return resolved
 

@@ -164,6 +164,7 @@ class WorkerLoop:
             # Not stopped, or the drain came after the last step: the slice is whole, so it counts.
             self.client.complete(trial_id, token, metrics, checkpoint_uri)
         except Conflict as error:
+            # A checkpoint we committed is in this attempt's own folder, recorded nowhere: left as garbage.
             log.warning("trial %s: the server refused our lease, dropping it: %s", trial_id, error)
         except CheckpointError as error:
             self._fail(lease, f"checkpoint unusable: {error}", retryable=True, checkpoint_invalid=True)
@@ -181,7 +182,11 @@ class WorkerLoop:
         trainer = self._trainer_lookup(lease["trainer"]["name"])
         config = trainer.config_model.model_validate(lease["trainer"]["params"])
         checkpoint_in = self.store.fetch(lease["checkpoint_in"]) if lease["checkpoint_in"] else None
-        out_dir = self.store.open_for_write(lease["study_id"], lease["trial_id"], lease["budget_to"])
+        # One folder per lease attempt (F8): if this lease is lost while the trainer runs (a freeze,
+        # a partition), the trial is requeued as a later attempt, so a late commit of ours cannot
+        # replace the checkpoint that the new holder committed and the server recorded.
+        study_id, trial_id, attempt = lease["study_id"], lease["trial_id"], lease["attempt"]
+        out_dir = self.store.open_for_write(study_id, trial_id, lease["budget_to"], attempt=attempt)
         request = TrainRequest(
             trial_id=lease["trial_id"], params=lease["params"], config=config,
             budget_from=lease["budget_from"], budget_to=lease["budget_to"],
@@ -197,7 +202,7 @@ class WorkerLoop:
         uri = None
         if result.wrote_checkpoint:
             # Named by the budget actually trained: an early stop at 4 of 9 is stored as budget 4.
-            uri = self.store.commit(out_dir, lease["study_id"], lease["trial_id"], result.budget_done)
+            uri = self.store.commit(out_dir, study_id, trial_id, result.budget_done, attempt=attempt)
         return result.metrics, uri, result.budget_done
 
     def _release(self, lease: dict[str, Any], checkpoint_uri: str | None, budget_done: float) -> None:

@@ -493,10 +493,13 @@ def test_the_adapter_download_never_reads_outside_the_store(lm_api: tuple[TestCl
         assert_error_shape(response, (404, 409))
 
 
-def test_the_adapter_download_serves_only_the_trials_own_checkpoint(lm_api: tuple[TestClient, Path]) -> None:
+@pytest.mark.parametrize("folder", ["budget-1-a1", "budget-1"], ids=["per-attempt", "layout-before-F8"])
+def test_the_adapter_download_serves_only_the_trials_own_checkpoint(
+    lm_api: tuple[TestClient, Path], folder: str
+) -> None:
     client, store = lm_api
     team_b, team_a = _token(client, "admin", "team-b"), _token(client, "admin", "team-a")
-    victim = store / "study-1" / "trial-1" / "budget-1"
+    victim = store / "study-1" / "trial-1" / folder
     _adapter_checkpoint(victim, {"adapter_config.json": b'{"secret": "team-b adapter"}'})
     _finish_best(client, team_b, "team-b-study", victim.as_uri())
     assert client.get("/api/v1/studies/1/best/adapter", headers=team_b).status_code == 200

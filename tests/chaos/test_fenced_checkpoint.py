@@ -1,13 +1,13 @@
-"""Fencing reaches the server's rows, but not yet the checkpoint store (finding F8).
+"""Fencing reaches the checkpoint store, not only the server's rows (finding F8, fixed).
 
 A worker that lost its lease while it was stalled between its last report and the commit
 of its checkpoint (a freeze, a long GC pause, a network partition) still commits: the
-commit runs before the server is asked, and a retried slice writes to the same folder
-(`study-S/trial-T/budget-B`). So it replaces the checkpoint that the new lease holder
-committed and the server recorded. For the deterministic synthetic trainer the bytes are
-the same; for real (non-deterministic) training the trial's recorded value and the
-checkpoint its promotion resumes from no longer belong together, and a reader of that
-folder can meet the swap half-way (a spurious CheckpointError).
+commit runs before the server is asked. Before F8 was fixed, a retried slice wrote to the
+same folder (`study-S/trial-T/budget-B`), so the stale commit replaced the checkpoint that
+the new lease holder committed and the server recorded: for real (non-deterministic)
+training the trial's recorded value and the checkpoint its promotion resumes from no longer
+belonged together. Now each lease attempt commits into its own folder
+(`budget-B-a<attempt>`); the stale worker's folder is an orphan that nothing refers to.
 
 Reproduced in one process: the stalled worker is a `WorkerLoop` whose trainer blocks after
 its last report and whose heartbeats fail; the new holder is another `WorkerLoop`.
@@ -19,7 +19,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pydantic import BaseModel
 
 from hpo_service.errors import ServiceUnavailable
@@ -79,8 +78,6 @@ class StallingTrainer:
         return TrainResult(metrics={"loss": 0.5}, budget_done=request.budget_to)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="F8: a fenced worker's commit replaces the new holder's checkpoint")
 def test_a_fenced_worker_cannot_replace_the_checkpoint_of_the_new_lease_holder(tmp_path: Path) -> None:
     store = FileCheckpointStore(tmp_path / "checkpoints")
     trainer = StallingTrainer()
@@ -114,4 +111,9 @@ def test_a_fenced_worker_cannot_replace_the_checkpoint_of_the_new_lease_holder(t
             detail = new.get_trial(lease["trial_id"])
 
     assert detail["trial"]["value"] == 0.4 and detail["trial"]["checkpoint_uri"] == uri  # the server fenced it off
-    assert (store.fetch(uri) / "owner.txt").read_text() == "new holder"  # ...but the store did not
+    assert (store.fetch(uri) / "owner.txt").read_text() == "new holder"  # ...and so did the store
+    # The stale worker did commit, into its own attempt's folder, which nothing refers to.
+    assert grant["attempt"] == lease["attempt"] + 1
+    assert uri == store.location(study["id"], lease["trial_id"], 3, attempt=grant["attempt"]).as_uri()
+    orphan = store.location(study["id"], lease["trial_id"], 3, attempt=lease["attempt"])
+    assert (orphan / "owner.txt").read_text() == "stale worker"

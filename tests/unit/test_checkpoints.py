@@ -98,6 +98,35 @@ def test_checkpoints_of_different_budgets_are_kept_apart(
 
 
 @pytest.mark.parametrize("make_store", STORES)
+def test_checkpoints_of_different_lease_attempts_are_kept_apart(make_store: StoreFactory, tmp_path: Path) -> None:
+    """F8: a worker that lost its lease (attempt 1) and commits late cannot replace the checkpoint
+    that the new holder (attempt 2) committed at the same budget."""
+    store = make_store(tmp_path / "store")
+    new_holder = store.open_for_write(1, 1, 9, attempt=2)
+    _write(new_holder, {"owner": "new holder"})
+    recorded = store.commit(new_holder, 1, 1, 9, attempt=2)
+    stale = store.open_for_write(1, 1, 9, attempt=1)
+    _write(stale, {"owner": "stale worker"})
+    orphan = store.commit(stale, 1, 1, 9, attempt=1)
+    assert orphan != recorded
+    assert _read(store.fetch(recorded)) == {"owner": "new holder"}
+    assert _read(store.fetch(orphan)) == {"owner": "stale worker"}
+    assert store.owner(recorded) == store.owner(orphan) == (1, 1)
+
+
+@pytest.mark.parametrize("make_store", STORES)
+def test_commit_again_in_the_same_attempt_replaces_the_checkpoint(make_store: StoreFactory, tmp_path: Path) -> None:
+    store = make_store(tmp_path / "store")
+    uris = []
+    for text in ("old", "new"):
+        local = store.open_for_write(1, 1, 9, attempt=3)
+        _write(local, {"state.json": text})
+        uris.append(store.commit(local, 1, 1, 9, attempt=3))
+    assert uris[0] == uris[1]
+    assert _read(store.fetch(uris[1])) == {"state.json": "new"}
+
+
+@pytest.mark.parametrize("make_store", STORES)
 def test_fetch_of_a_missing_checkpoint_raises(make_store: StoreFactory, tmp_path: Path) -> None:
     store = make_store(tmp_path / "store")
     local = store.open_for_write(1, 1, 1)
@@ -127,6 +156,16 @@ def test_invalid_address_is_a_value_error(
         store.open_for_write(study_id, trial_id, budget)
 
 
+@pytest.mark.parametrize("make_store", STORES)
+@pytest.mark.parametrize("attempt", [-1, True, 1.0, "1"])
+def test_invalid_attempt_is_a_value_error(make_store: StoreFactory, tmp_path: Path, attempt: object) -> None:
+    store = make_store(tmp_path / "store")
+    with pytest.raises(ValueError):
+        store.open_for_write(1, 1, 1, attempt=attempt)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        store.commit(tmp_path, 1, 1, 1, attempt=attempt)  # type: ignore[arg-type]
+
+
 # --- file store specifics ----------------------------------------------------------------
 
 
@@ -142,6 +181,74 @@ def test_file_layout(tmp_path: Path, budget: float, folder: str) -> None:
     assert uri == expected.as_uri()
     assert store.fetch(uri) == expected
     assert format_budget(budget) == folder.removeprefix("budget-")
+
+
+@pytest.mark.parametrize(
+    ("budget", "attempt", "folder"),
+    [
+        (3, 1, "budget-3-a1"),
+        (3.0, 2, "budget-3-a2"),
+        (2.5, 1, "budget-2.5-a1"),
+        (0.1, 10, "budget-0.1-a10"),
+        (0, 0, "budget-0-a0"),
+        (1e-05, 7, "budget-1e-05-a7"),
+        (2.5e-07, 3, "budget-2.5e-07-a3"),
+        (3, None, "budget-3"),  # no attempt: the layout before F8
+    ],
+)
+def test_file_layout_per_lease_attempt(tmp_path: Path, budget: float, attempt: int | None, folder: str) -> None:
+    store = FileCheckpointStore(tmp_path)
+    local = store.open_for_write(4, 5, budget, attempt=attempt)
+    uri = store.commit(local, 4, 5, budget, attempt=attempt)
+    expected = tmp_path.resolve() / "study-4" / "trial-5" / folder
+    assert uri == expected.as_uri()
+    assert store.location(4, 5, budget, attempt=attempt) == expected
+    assert store.fetch(uri) == expected
+    assert store.owner(uri) == (4, 5)
+
+
+@pytest.mark.parametrize(
+    ("relative", "owner"),
+    [
+        pytest.param("study-1/trial-2/budget-3-a1", (1, 2), id="per-attempt"),
+        pytest.param("study-10/trial-20/budget-2.5-a12", (10, 20), id="per-attempt-fraction"),
+        pytest.param("study-1/trial-2/budget-1e-05-a3", (1, 2), id="per-attempt-exponent"),
+        pytest.param("study-1/trial-2/budget-3", (1, 2), id="before-F8"),
+        pytest.param("study-7/trial-8/budget-0.1", (7, 8), id="before-F8-fraction"),
+    ],
+)
+def test_both_layouts_are_read(tmp_path: Path, relative: str, owner: tuple[int, int]) -> None:
+    """Checkpoints committed before F8 (``budget-<b>``, written here by hand as an older worker did)
+    still resume and are still served, next to the per-attempt layout."""
+    store = FileCheckpointStore(tmp_path / "store")
+    folder = store.root / relative
+    _write(folder, {"state.json": relative})
+    assert _read(store.fetch(folder.as_uri())) == {"state.json": relative}
+    assert store.owner(folder.as_uri()) == owner
+
+
+@pytest.mark.parametrize(
+    "relative",
+    [
+        pytest.param("study-1/trial-1/budget-3-a", id="attempt-empty"),
+        pytest.param("study-1/trial-1/budget-3-a-1", id="attempt-negative"),
+        pytest.param("study-1/trial-1/budget-3-ax", id="attempt-not-a-number"),
+        pytest.param("study-1/trial-1/budget-3-a1-a2", id="two-attempts"),
+        pytest.param("study-1/trial-1/budget-3a1", id="no-dash"),
+        pytest.param("study-1/trial-1/budget-a1", id="no-budget"),
+        pytest.param("study-1/trial-1/budget-3-A1", id="upper-case"),
+        pytest.param("study-1/trial-1/budget-3-a1/inner", id="too-deep"),
+        pytest.param("study-1/trial-1-a1/budget-3", id="attempt-on-the-trial"),
+    ],
+)
+def test_malformed_attempt_folders_are_refused(tmp_path: Path, relative: str) -> None:
+    store = FileCheckpointStore(tmp_path / "store")
+    folder = store.root / relative
+    folder.mkdir(parents=True)  # exists, so only the layout check can refuse it
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        store.fetch(folder.as_uri())
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        store.owner(folder.as_uri())
 
 
 def test_commit_leaves_nothing_in_staging(tmp_path: Path) -> None:
@@ -191,12 +298,31 @@ def test_uri_with_percent_encoding_round_trips(tmp_path: Path) -> None:
         pytest.param(lambda root: "study-1/trial-1/budget-1", id="relative"),
         pytest.param(lambda root: "s3://bucket/study-1/trial-1/budget-1", id="s3"),
         pytest.param(lambda root: f"{root.as_uri()}/study-1/trial-1/budget-1?x=1", id="query"),
+        # The same with the per-attempt layout (F8).
+        pytest.param(
+            lambda root: f"{root.as_uri()}/study-1/trial-1/budget-1-a1/../../../../etc", id="attempt-dotdot-deep"
+        ),
+        pytest.param(
+            lambda root: f"{root.as_uri()}/study-1/trial-1/budget-1-a1/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc",
+            id="attempt-encoded-dotdot",
+        ),
+        pytest.param(
+            lambda root: f"{root.as_uri()}/study-1/trial-1/budget-1-a1/../../../study-9/trial-9/budget-9-a1",
+            id="attempt-dotdot-to-another-trial",
+        ),
+        pytest.param(lambda root: f"{root.as_uri()}/study-1/trial-1/budget-1-a1?x=1", id="attempt-query"),
+        pytest.param(lambda root: f"file://otherhost{root}/study-1/trial-1/budget-1-a1", id="attempt-host"),
+        pytest.param(lambda root: f"{root}/study-1/trial-1/budget-1-a1", id="attempt-plain-path"),
+        pytest.param(lambda root: "s3://bucket/study-1/trial-1/budget-1-a1", id="attempt-s3"),
+        pytest.param(lambda root: f"{root.as_uri()}/{STAGING_DIR}/study-1/trial-1/budget-1-a1", id="attempt-staging"),
     ],
 )
 def test_fetch_refuses_uris_outside_the_store(tmp_path: Path, make_uri: Callable[[Path], str]) -> None:
     root = tmp_path / "store"
     store = FileCheckpointStore(root)
     store.commit(store.open_for_write(1, 1, 1), 1, 1, 1)  # so that valid-looking targets exist
+    store.commit(store.open_for_write(1, 1, 1, attempt=1), 1, 1, 1, attempt=1)
+    store.commit(store.open_for_write(9, 9, 9, attempt=1), 9, 9, 9, attempt=1)
     (tmp_path / "outside").mkdir()
     with pytest.raises(CheckpointError):
         store.fetch(make_uri(root.resolve()))
@@ -220,9 +346,10 @@ def test_fetch_refuses_a_symlink_that_leads_out_of_the_store(tmp_path: Path) -> 
     outside.mkdir()
     trial = tmp_path / "store" / "study-1" / "trial-1"
     trial.mkdir(parents=True)
-    (trial / "budget-1").symlink_to(outside, target_is_directory=True)
-    with pytest.raises(CheckpointError, match="outside"):
-        store.fetch((trial / "budget-1").as_uri())
+    for folder in ("budget-1", "budget-1-a1"):
+        (trial / folder).symlink_to(outside, target_is_directory=True)
+        with pytest.raises(CheckpointError, match="outside"):
+            store.fetch((trial / folder).as_uri())
 
 
 # --- store_from_uri ----------------------------------------------------------------------

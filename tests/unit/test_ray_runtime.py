@@ -471,7 +471,7 @@ def test_a_drained_slot_releases_its_trial_as_retryable(slot_and_api: tuple[Slot
     # release hands it to the server, so that the retry resumes from there.
     reached = max(report["step"] for report in api.reports)
     assert reached < 200
-    committed = tmp_path / "study-2" / "trial-5" / f"budget-{reached:g}"
+    committed = tmp_path / "study-2" / "trial-5" / f"budget-{reached:g}-a1"  # lease attempt 1 (F8)
     assert (committed / "state.json").is_file()
     assert (failure["checkpoint_out"], failure["budget_done"]) == (committed.resolve().as_uri(), reached)
 

@@ -82,8 +82,9 @@ def test_a_drain_mid_slice_releases_the_trial_with_its_checkpoint(tmp_path: Path
     [(kind, body)] = api.ends()
     assert kind == "fail" and body["retryable"] is True and body["error"] == "worker is shutting down"
     assert body["budget_done"] == 2.0
-    assert body["checkpoint_out"] == (tmp_path / "study-2" / "trial-5" / "budget-2").resolve().as_uri()
-    assert (tmp_path / "study-2" / "trial-5" / "budget-2" / "state.txt").read_text() == "2.0"
+    # One folder per lease attempt (F8): the fake lease is attempt 1.
+    assert body["checkpoint_out"] == (tmp_path / "study-2" / "trial-5" / "budget-2-a1").resolve().as_uri()
+    assert (tmp_path / "study-2" / "trial-5" / "budget-2-a1" / "state.txt").read_text() == "2.0"
 
 
 def test_a_drain_at_the_last_step_completes_the_slice(tmp_path: Path) -> None:
@@ -91,7 +92,7 @@ def test_a_drain_at_the_last_step_completes_the_slice(tmp_path: Path) -> None:
     run_once(tmp_path, api, drain_at=4.0)
     [(kind, body)] = api.ends()
     assert kind == "complete"
-    assert body["checkpoint_out"] == (tmp_path / "study-2" / "trial-5" / "budget-4").resolve().as_uri()
+    assert body["checkpoint_out"] == (tmp_path / "study-2" / "trial-5" / "budget-4-a1").resolve().as_uri()
 
 
 @pytest.mark.parametrize("refuse", [False, True], ids=["no-checkpoint", "server-refuses"])
