@@ -7,7 +7,7 @@ downsampling contract of each is in its description (and in the OpenAPI docs).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
@@ -104,9 +104,14 @@ def parallel(
     return dashboard.parallel(study_id, budget, max_points, top, caller.project_id)
 
 
+# The evaluators this service knows (sampling/importance.py EVALUATORS), an enum in the OpenAPI
+# document; one that needs scikit-learn where it is not installed is refused by the use case.
+Evaluator = Literal["ped_anova", "fanova", "mean_decrease_impurity"]
+
+
 @router.get("/studies/{study_id}/importance", response_model=Importance, responses=ERRORS)
 def importance(
-    study_id: IdPath, dashboard: DashboardDep, caller: Reader, evaluator: str = "ped_anova",
+    study_id: IdPath, dashboard: DashboardDep, caller: Reader, evaluator: Evaluator = "ped_anova",
     budget: Annotated[float | None, Query(gt=0)] = None,
     max_observations: Annotated[int, Query(ge=2, le=5000)] = 1000,
 ) -> Importance:

@@ -354,3 +354,12 @@ def test_dashboard_endpoints_need_a_token_and_keep_projects_apart(seeded: tuple[
         response = client.get(API + path, headers=other)
         assert response.status_code == 404, (path, response.text)
     assert client.get(API + "/workers", headers=other).json() == []  # none served its project
+
+
+def test_the_importance_evaluators_are_an_enum_that_matches_the_sampling_layer() -> None:
+    from typing import get_args
+
+    from hpo_service.api.routes_dashboard import Evaluator
+    from hpo_service.sampling.importance import EVALUATORS
+
+    assert get_args(Evaluator) == EVALUATORS
