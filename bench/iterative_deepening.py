@@ -9,10 +9,16 @@ onnxruntime) the synthetic trainer's curves stand in, and the report says so.
 For every (task, seed), with configuration ``n`` the same in every study of that pair:
 
 - ``raised``: a study at max 16 epochs run to the end, raised to 52 (``Scheduler.extend``),
-  run to the end. Its trials at the old top continue from their checkpoints.
+  run to the end. Hyperband tops every old bracket up to the size of the larger Hyperband's
+  bracket with the same minimum budget (Brandt et al.'s efficient variant, the service's
+  default): the old trials keep their results, new ones are sampled at the bracket's lowest
+  rung, and successive halving runs again with the larger bracket's counts; an old trial that
+  is promoted continues from its checkpoint. ASHA's rungs simply grow (no top-up needed).
+- ``raised, no top-up`` (Hyperband): ``extend(..., top_up=False)``: only the best of each
+  old top rung continue; the old brackets keep their size.
 - ``fresh``: a study at max 52 from the start.
 - ``fresh, same spend`` (Hyperband): a fresh study at 52 whose ``limits.total_budget`` is what
-  ``raised`` committed: what the same money buys without the first study.
+  ``raised, no top-up`` committed: what that money buys without the first study.
 - ``restart``: the paper's baseline (run at 16, then again at 52): ``fresh``'s incumbent at the
   cost of both studies; not a separate run.
 
@@ -44,7 +50,7 @@ if str(REPO_ROOT) not in sys.path:  # `python bench/x.py` puts bench/, not the r
 
 from bench.common import cpu_model, md_table, package_version  # noqa: E402
 from hpo_service.domain.spec import Limits, SchedulerSpec  # noqa: E402
-from hpo_service.scheduling.base import Finish, NewTrial, Promote, RungResult, Stop  # noqa: E402
+from hpo_service.scheduling.base import Finish, NewTrial, Promote, Reuse, RungResult, Stop  # noqa: E402
 from hpo_service.scheduling.factory import make_scheduler  # noqa: E402
 from hpo_service.scheduling.memory_port import InMemoryRungPort  # noqa: E402
 
@@ -165,6 +171,7 @@ class Study:
     seconds: float = 0.0
     reused: int = 0
     epochs_saved: int = 0
+    epochs_before_raise: int = 0
 
     def __post_init__(self) -> None:
         self.scheduler = make_scheduler(self.spec, self.limits)
@@ -190,13 +197,30 @@ class Study:
         assert self.scheduler.is_finished(self.state, self.port, 0)
         return self
 
-    def raise_to(self, max_budget: float) -> Study:
+    def raise_to(self, max_budget: float, top_up: bool = True) -> Study:
+        """``Scheduler.extend``; ``top_up`` is Hyperband's option (ASHA has none)."""
         old = self.spec.max_budget
+        self.epochs_before_raise = self.epochs
         self.spec = self.spec.model_copy(update={"max_budget": max_budget})
         self.scheduler = make_scheduler(self.spec, self.limits)
-        self.state, actions = self.scheduler.extend(self.state, self.port, old)
+        if self.spec.kind == "hyperband":
+            scheduler: Any = self.scheduler
+            self.state, actions = scheduler.extend(self.state, self.port, old, top_up=top_up)
+        else:
+            self.state, actions = self.scheduler.extend(self.state, self.port, old)
         self._apply(actions)
         return self
+
+    def fork(self) -> Study:
+        """An independent copy (to raise the same finished study in two ways)."""
+        import copy
+
+        twin = copy.copy(self)
+        twin.trials = copy.deepcopy(self.trials)
+        twin.state = copy.deepcopy(self.state)
+        twin.port = copy.deepcopy(self.port)
+        twin.pending = list(self.pending)
+        return twin
 
     def _train(self, trial_id: int) -> None:
         trial = self.trials[trial_id]
@@ -213,7 +237,10 @@ class Study:
     def _apply(self, actions: Sequence[Any]) -> None:
         for action in actions:
             trial = self.trials[action.trial_id]
-            if isinstance(action, Promote):
+            if isinstance(action, Reuse):  # a top-up keeps the trial with its results (decision log: reuse)
+                self.reused += 1
+                self.epochs_saved += epochs_of(action.budget)
+            elif isinstance(action, Promote):
                 if action.reason.startswith("budget raised"):
                     self.reused += 1
                     self.epochs_saved += epochs_of(trial.done)
@@ -238,35 +265,41 @@ class Study:
 
 @dataclass
 class Pair:
-    """One (task, seed): every method's (epochs, seconds, incumbent), and the raise's reuse."""
+    """One (task, seed): every method's (epochs, seconds, incumbent, epochs after the raise), and each
+    raise's reuse (trials, epochs saved)."""
 
     task: str
     seed: int
-    runs: dict[str, tuple[int, float, float]]
+    runs: dict[str, tuple[int, float, float, int]]
     reused: dict[str, tuple[int, int]]
 
 
 def compare(evaluator: Evaluator, task: str, seed: int) -> Pair:
     curves = Curves(evaluator, task, seed)
-    runs: dict[str, tuple[int, float, float]] = {}
+    runs: dict[str, tuple[int, float, float, int]] = {}
     reused: dict[str, tuple[int, int]] = {}
     for label, spec, limits in (("Hyperband", HYPERBAND, Limits()), ("ASHA", ASHA, Limits(max_trials=ASHA_TRIALS))):
         old = Study(spec, limits, curves).run()
         old_cost = (old.epochs, old.seconds)
-        raised = old.raise_to(NEW_MAX).run()
+        raised_ways = {"raised": old.fork().raise_to(NEW_MAX).run()}
+        if label == "Hyperband":
+            raised_ways["raised, no top-up"] = old.fork().raise_to(NEW_MAX, top_up=False).run()
         fresh = Study(spec.model_copy(update={"max_budget": NEW_MAX}), limits, curves).run()
-        runs[f"{label} raised"] = (raised.epochs, raised.seconds, raised.incumbent())
-        runs[f"{label} fresh"] = (fresh.epochs, fresh.seconds, fresh.incumbent())
-        runs[f"{label} restart"] = (old_cost[0] + fresh.epochs, old_cost[1] + fresh.seconds, fresh.incumbent())
-        reused[label] = (raised.reused, raised.epochs_saved)
+        for method, raised in raised_ways.items():
+            runs[f"{label} {method}"] = (raised.epochs, raised.seconds, raised.incumbent(),
+                                         raised.epochs - raised.epochs_before_raise)
+            reused[f"{label} {method}"] = (raised.reused, raised.epochs_saved)
+        runs[f"{label} fresh"] = (fresh.epochs, fresh.seconds, fresh.incumbent(), fresh.epochs)
+        runs[f"{label} restart"] = (old_cost[0] + fresh.epochs, old_cost[1] + fresh.seconds, fresh.incumbent(),
+                                    fresh.epochs)
         if label == "Hyperband":
             capped = Study(spec.model_copy(update={"max_budget": NEW_MAX}),
-                           Limits(total_budget=raised.committed), curves).run()
-            runs[f"{label} fresh, same spend"] = (capped.epochs, capped.seconds, capped.incumbent())
+                           Limits(total_budget=raised_ways["raised, no top-up"].committed), curves).run()
+            runs[f"{label} fresh, same spend"] = (capped.epochs, capped.seconds, capped.incumbent(), capped.epochs)
     return Pair(task, seed, runs, reused)
 
 
-METHODS = ("raised", "fresh", "fresh, same spend", "restart")
+METHODS = ("raised", "raised, no top-up", "fresh", "fresh, same spend", "restart")
 
 
 def summary_rows(pairs: list[Pair], label: str) -> list[list[Any]]:
@@ -276,11 +309,12 @@ def summary_rows(pairs: list[Pair], label: str) -> list[list[Any]]:
         if key not in pairs[0].runs:
             continue
         epochs = [p.runs[key][0] for p in pairs]
+        after = [p.runs[key][3] for p in pairs]
         hours = [p.runs[key][1] / 3600 for p in pairs]
         gaps = [p.runs[key][2] - p.runs[f"{label} fresh"][2] for p in pairs]
         finite = [g for g in gaps if not math.isnan(g)]
         rows.append([
-            method, f"{statistics.mean(epochs):.0f}", f"{statistics.mean(hours):.2f}",
+            method, f"{statistics.mean(epochs):.0f}", f"{statistics.mean(after):.0f}", f"{statistics.mean(hours):.2f}",
             f"{statistics.mean(p.runs[key][2] for p in pairs if not math.isnan(p.runs[key][2])):.2f}",
             f"{statistics.mean(finite):+.2f}" if finite else "n/a",
             f"{sum(g > 0 for g in finite)} / {sum(g == 0 for g in finite)} / {sum(g < 0 for g in finite)}",
@@ -304,36 +338,58 @@ def _mean(pairs: list[Pair], key: str, index: int) -> float:
     return statistics.mean(p.runs[key][index] for p in pairs)
 
 
+def _sentence(pairs: list[Pair], label: str, method: str) -> str:
+    raised, fresh, restart = f"{label} {method}", f"{label} fresh", f"{label} restart"
+    gaps = [p.runs[raised][2] - p.runs[fresh][2] for p in pairs]
+    gap = statistics.mean(gaps)
+    error = statistics.stdev(gaps) / math.sqrt(len(gaps)) if len(gaps) > 1 else math.nan
+    worse = sum(g < 0 for g in gaps)
+    better = sum(g > 0 for g in gaps)
+    return (
+        f"in all it trains {1 - _mean(pairs, raised, 0) / _mean(pairs, fresh, 0):.0%} fewer epochs than a fresh "
+        f"study at 52 and {1 - _mean(pairs, raised, 0) / _mean(pairs, restart, 0):.0%} fewer than running again at "
+        f"52 after the study at 16 (the paper's baseline); after the raise it trains "
+        f"{_mean(pairs, raised, 3):.0f} epochs, {1 - _mean(pairs, raised, 3) / _mean(pairs, fresh, 0):.0%} fewer "
+        f"than a fresh study. Its incumbent is {gap:+.2f} accuracy points from the fresh study's (paired "
+        f"standard error {error:.2f}; better in {better}, worse in {worse} of {len(pairs)} pairs)."
+    )
+
+
 def findings(pairs: list[Pair]) -> list[str]:
     """The comparison in words, every number computed from ``pairs``."""
     out = ["## What it shows", ""]
-    for label in ("Hyperband", "ASHA"):
-        raised, fresh, restart = (f"{label} {m}" for m in ("raised", "fresh", "restart"))
-        gap = _mean(pairs, raised, 2) - _mean(pairs, fresh, 2)
-        worse = sum(p.runs[raised][2] < p.runs[fresh][2] for p in pairs)
-        out.append(
-            f"- {label}: raising spends {1 - _mean(pairs, raised, 0) / _mean(pairs, fresh, 0):.0%} fewer epochs than "
-            f"a fresh study at 52 and {1 - _mean(pairs, raised, 0) / _mean(pairs, restart, 0):.0%} fewer than "
-            f"running again at 52 after the study at 16 (the paper's baseline); its incumbent is {gap:+.2f} "
-            f"accuracy points from the fresh study's (worse in {worse} of {len(pairs)} pairs)."
-        )
+    for label, method, what in (
+        ("Hyperband", "raised", "Hyperband raised with top-up (the default)"),
+        ("Hyperband", "raised, no top-up", "Hyperband raised without top-up"),
+        ("ASHA", "raised", "ASHA raised"),
+    ):
+        if f"{label} {method}" in pairs[0].runs:
+            out.append(f"- {what}: {_sentence(pairs, label, method)}")
+    kept = [p.reused["Hyperband raised"] for p in pairs]
+    out.append(
+        f"- With top-up, every old trial stays in its bracket ({statistics.mean(k[0] for k in kept):.1f} `reuse` "
+        f"decisions per raise, {statistics.mean(k[1] for k in kept):.0f} epochs not trained again) and the old "
+        "brackets grow to the larger Hyperband's sizes, so the study ends with a fresh study's brackets and "
+        "configuration count and its incumbent is a fresh study's in distribution; the whole saving is the "
+        "study at 16 (the old rungs 1.78/5.33/16 epochs round to 2/6/16 against 2/6/18, so a raised study also "
+        "trains a little less than a fresh one in all). Without top-up the raise is cheaper still but explores "
+        "only the old brackets' configurations plus the new s'=0 bracket."
+    )
     capped = "Hyperband fresh, same spend"
     if capped in pairs[0].runs:
-        edge = _mean(pairs, capped, 2) - _mean(pairs, "Hyperband raised", 2)
+        edge = _mean(pairs, capped, 2) - _mean(pairs, "Hyperband raised, no top-up", 2)
         out.append(
-            f"- A fresh Hyperband study held to what the raised one committed (`total_budget`, in budget units, "
-            f"so it trains {_mean(pairs, capped, 0):.0f} epochs against {_mean(pairs, 'Hyperband raised', 0):.0f}) "
-            f"reaches an incumbent {edge:+.2f} points from the raised study's. Raising Hyperband saves what was "
-            "trained but explores only the old brackets' configurations plus the new s'=0 bracket; the paper's "
-            "variants also top every old bracket up to the larger Hyperband's size, which costs about as much as "
-            "a fresh study. ASHA needs no top-up: after the raise its rungs are a fresh study's and it samples new "
-            "configurations up to the same `max_trials`."
+            f"- A fresh Hyperband study held to what the raise without top-up committed (`total_budget`, in budget "
+            f"units, so it trains {_mean(pairs, capped, 0):.0f} epochs against "
+            f"{_mean(pairs, 'Hyperband raised, no top-up', 0):.0f}) reaches an incumbent {edge:+.2f} points from "
+            "that raised study's. ASHA needs no top-up: after the raise its rungs are a fresh study's and it samples "
+            "new configurations up to the same `max_trials`."
         )
     return out + [""]
 
 
 def report(pairs: list[Pair], evaluator: Evaluator, seeds: int, seconds: float, command: str) -> str:
-    headers = ["method", "epochs spent", "surrogate hours", "incumbent val. acc. %",
+    headers = ["method", "epochs spent", "after the raise", "surrogate hours", "incumbent val. acc. %",
                "vs fresh (points)", "better / same / worse than fresh"]
     lines = [
         "# Iterative deepening: raising max_budget 16 -> 52 epochs versus starting again at 52",
@@ -345,27 +401,32 @@ def report(pairs: list[Pair], evaluator: Evaluator, seeds: int, seconds: float, 
         f"- {len(dict.fromkeys(p.task for p in pairs))} tasks x {seeds} seeds = {len(pairs)} pairs; in each pair "
         "trial n is the same configuration in every study.",
         "- Schedulers: min_budget 1, eta 3, one sweep; ASHA with `max_trials` "
-        f"{ASHA_TRIALS}. `raised`: run at 16 to the end, `extend` to 52, run to the end. `fresh`: at 52 from the "
-        "start. `fresh, same spend`: at 52 with `total_budget` = what `raised` committed. `restart`: the run at 16 "
-        "plus `fresh` (the paper's baseline: same incumbent as fresh, both costs).",
-        "- Cost: epochs trained (a resumed trial pays only its new epochs) and the surrogate's training time. "
+        f"{ASHA_TRIALS}. `raised`: run at 16 to the end, `extend` to 52, run to the end (Hyperband: old brackets "
+        "topped up to the larger Hyperband's sizes, the default). `raised, no top-up`: Hyperband's "
+        "`extend(..., top_up=False)`. `fresh`: at 52 from the start. `fresh, same spend`: at 52 with `total_budget` "
+        "= what `raised, no top-up` committed. `restart`: the run at 16 plus `fresh` (the paper's baseline: same "
+        "incumbent as fresh, both costs).",
+        "- Cost: epochs trained (a resumed trial pays only its new epochs) and the surrogate's training time; "
+        "`after the raise`: epochs trained after `extend` (for `fresh` and `restart`: the fresh study's). "
         "Incumbent: best validation accuracy among trials trained to 52 epochs.",
         f"- Command: `{command}` ({seconds:.0f} s on {cpu_model()}, Python {sys.version.split()[0]}).",
         "",
     ]
     lines += findings(pairs)
     for label in ("Hyperband", "ASHA"):
-        reused = [p.reused[label] for p in pairs]
-        lines += [
-            f"## {label}",
-            "",
-            md_table(headers, summary_rows(pairs, label)),
-            "",
-            f"Reuse per raise (decision log): {statistics.mean(r[0] for r in reused):.1f} trials continued from their "
-            f"checkpoint at 16 epochs, saving {statistics.mean(r[1] for r in reused):.0f} epochs against training "
-            "them again from scratch.",
-            "",
-        ]
+        lines += [f"## {label}", "", md_table(headers, summary_rows(pairs, label)), ""]
+        for method, how in (("raised", "kept with their results (`reuse` decisions)" if label == "Hyperband"
+                             else "continued from their checkpoint at 16 epochs"),
+                            ("raised, no top-up", "continued from their checkpoint at 16 epochs")):
+            if f"{label} {method}" not in pairs[0].reused:
+                continue
+            reused = [p.reused[f"{label} {method}"] for p in pairs]
+            lines += [
+                f"Reuse per raise (decision log), `{method}`: {statistics.mean(r[0] for r in reused):.1f} trials "
+                f"{how}, saving {statistics.mean(r[1] for r in reused):.0f} epochs against training them again "
+                "from scratch.",
+                "",
+            ]
     lines += [
         "## Per task (Hyperband, mean over seeds)",
         "",
@@ -389,7 +450,7 @@ def plot(pairs: list[Pair], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for label, marker in (("Hyperband", "o"), ("ASHA", "s")):
-        for method in ("raised", "fresh, same spend", "restart"):
+        for method in ("raised", "raised, no top-up", "fresh, same spend", "restart"):
             key = f"{label} {method}"
             if key not in pairs[0].runs:
                 continue
@@ -403,10 +464,11 @@ def plot(pairs: list[Pair], path: Path) -> None:
     left.set_title("each (task, seed) against a fresh study at 52")
     left.legend(fontsize=7, markerscale=2)
     tasks = list(dict.fromkeys(p.task for p in pairs))
-    for offset, label in ((-0.2, "Hyperband"), (0.2, "ASHA")):
-        gaps = [statistics.mean(p.runs[f"{label} raised"][2] - p.runs[f"{label} fresh"][2]
+    for offset, label, method in ((-0.27, "Hyperband", "raised"), (0.0, "Hyperband", "raised, no top-up"),
+                                  (0.27, "ASHA", "raised")):
+        gaps = [statistics.mean(p.runs[f"{label} {method}"][2] - p.runs[f"{label} fresh"][2]
                                 for p in pairs if p.task == task) for task in tasks]
-        right.bar([i + offset for i in range(len(tasks))], gaps, width=0.4, label=f"{label} raised")
+        right.bar([i + offset for i in range(len(tasks))], gaps, width=0.27, label=f"{label} {method}")
     right.axhline(0, color="grey", lw=0.8)
     right.set_xticks(range(len(tasks)), tasks, rotation=90, fontsize=6)
     right.set_ylabel("raised - fresh incumbent (points, mean over seeds)")

@@ -363,7 +363,8 @@ def study_extend(
     max_budget: Annotated[float, typer.Option(help="The new, larger max_budget.")],
     server: Server = DEFAULT_SERVER, token: Token = None, as_json: AsJson = False,
 ) -> None:
-    """Raise max_budget of a hyperband/asha study: adds rungs and continues its best trials (iterative deepening)."""
+    """Raise max_budget of a hyperband/asha study (iterative deepening): adds rungs, keeps the trials trained so far
+    and tops Hyperband's brackets up to the larger Hyperband's sizes."""
     with _client(server, token) as client:
         study = _run(lambda: client.extend_study(client.find_study(ref)["id"], max_budget))
     if as_json:

@@ -5,10 +5,12 @@ Hyperband + TPE study they would have submitted at 52 epochs, but with ``max_bud
 epochs: rungs 1.93 and 5.78); whenever the study completes with budget left, they raise
 ``max_budget`` eta-fold (``PATCH /api/v1/studies/{id}`` -> ``StudyService.extend`` ->
 ``Scheduler.extend``) and let it go on: 52/9 -> 52/3 -> 52, the ladder ending on the surrogate's
-52 epochs. After each raise the old brackets grow a rung on top, the best of each old top rung
-continue from their checkpoints and pay only their new epochs (the ledger of
-bench/methods/budget.py, exactly as for every other method), and the new brackets of the larger
-Hyperband (``s' = 0``: full trainings at the new maximum, TPE-proposed) are added once per sweep.
+52 epochs. After each raise the old brackets grow a rung on top and are topped up to the larger
+Hyperband's sizes (Brandt et al.'s efficient variant, the service's default): their trials keep
+their results, new TPE-proposed configurations fill their bottom rungs, and an old trial promoted
+again continues from its checkpoint and pays only its new epochs (the ledger of
+bench/methods/budget.py, exactly as for every other method); the new brackets of the larger
+Hyperband (``s' = 0``: full trainings at the new maximum) are added once per sweep.
 The run ends when the next segment does not fit the budget (or, never at this budget, when the
 study completes at 52).
 
@@ -16,8 +18,9 @@ A study must be able to finish before the budget runs out, and the API raises on
 so the study's ``iterations`` (sweeps per ladder step) is the one limit of every stage. It is set
 from the run's budget and the rung geometry alone, the way a user sizes a study to a budget, and
 nothing is tuned on any task: ``iterations = ceil(total / cost of the whole ladder with one
-sweep)``, 13 for 5,200 epochs (one sweep costs 410 epochs; a Hyperband schedule's cost does not
-depend on the scores, so it is measured once on a dry run with constant scores). The last stage
+sweep)``, 8 for 5,200 epochs (one sweep costs 698 epochs, 22 + 116 + 560 by stage: with the
+top-ups the ladder ends with a fresh sweep at 52, whose cost it is; a Hyperband schedule's cost
+does not depend on the scores, so it is measured once on a dry run with constant scores). The last stage
 is then the one that the budget ends. ``limits.total_budget`` is the run's budget, as for the
 other service methods.
 
@@ -43,10 +46,11 @@ from bench.methods.service import ETA, Backend, MemoryBackend, run_sequential, s
 DEFINITION = (
     "hpo-service's Hyperband + TPE started at `max_budget` 52/9 (5.78 epochs); whenever the study completes "
     "with budget left, `max_budget` is raised eta-fold through the service (`PATCH /api/v1/studies/{id}`, "
-    "`Scheduler.extend`): 52/9 -> 52/3 -> 52. Old brackets grow a rung, the best of each old top rung continue "
-    "from their checkpoints and pay only their new epochs, and each raise adds the larger Hyperband's new "
+    "`Scheduler.extend`): 52/9 -> 52/3 -> 52. Old brackets grow a rung and are topped up to the larger "
+    "Hyperband's sizes (old trials keep their results; those promoted again continue "
+    "from their checkpoints and pay only their new epochs), and each raise adds the larger Hyperband's new "
     "`s' = 0` brackets. `iterations` (sweeps per stage, the one limit that lets a stage end) is sized from the "
-    "budget alone: ceil(budget / 410 epochs, the cost of one sweep of the whole ladder), 13 for 5,200 epochs, so "
+    "budget alone: ceil(budget / 698 epochs, the cost of one sweep of the whole ladder), 8 for 5,200 epochs, so "
     "the last stage is the one the budget ends; nothing is tuned on any task (bench/methods/deepening.py)"
 )
 

@@ -52,6 +52,10 @@ class DbRungPort:
         query = select(func.count()).select_from(RungResultRow).where(*self._at(bracket, rung), ahead)
         return int(self._session.execute(query).scalar_one())
 
+    def promoted_ids(self, bracket: int, rung: int) -> set[int]:
+        query = select(RungResultRow.trial_id).where(*self._at(bracket, rung), RungResultRow.promoted.is_(True))
+        return set(self._session.execute(query).scalars())
+
     def in_flight(self, bracket_lo: int, bracket_hi: int) -> int:
         query = select(func.count()).select_from(Trial).where(
             Trial.study_id == self._study_id, Trial.state.in_(IN_FLIGHT),

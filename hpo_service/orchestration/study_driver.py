@@ -24,7 +24,7 @@ from hpo_service.orchestration.context import Context
 from hpo_service.orchestration.study_end import finish_study
 from hpo_service.sampling.observations import Observation
 from hpo_service.sampling.proposer import Proposer
-from hpo_service.scheduling.base import Action, Finish, NewTrial, Promote, RungResult, Stop
+from hpo_service.scheduling.base import Action, Finish, NewTrial, Promote, Reuse, RungResult, Stop
 from hpo_service.scheduling.factory import make_scheduler
 
 
@@ -83,9 +83,10 @@ class StudyDriver:
         self.finish_if_done()
 
     def extend(self, new_max_budget: float) -> list[Promote]:
-        """Raise max_budget (iterative deepening): the scheduler reuses trials of the old top rung.
+        """Raise max_budget (iterative deepening): the scheduler reuses the trials trained so far.
 
-        Returns the promotions of reused trials; the study runs again if it had completed.
+        Returns the promotions made at once (continued trials); the study runs again if it had
+        completed. Every reused trial gets a decision; the "extend" decision sums up what was saved.
         """
         old_max = self.spec.scheduler.max_budget
         raw = self.study.spec | {"scheduler": self.study.spec["scheduler"] | {"max_budget": new_max_budget}}
@@ -95,18 +96,28 @@ class StudyDriver:
         self.study.spec, self.spec, self._scheduler = new_spec.model_dump(mode="json"), new_spec, scheduler
         self.study.scheduler_state = state
         self._apply(actions)
-        reused = [a for a in actions if isinstance(a, Promote)]
+        continued = [a for a in actions if isinstance(a, Promote)]
+        kept = [a for a in actions if isinstance(a, Reuse)]
         if self.study.status == StudyStatus.COMPLETED.value:
             self.study.status = StudyStatus.RUNNING.value
+        if kept:  # Hyperband's top-up: the old brackets keep their trials and grow to the larger Hyperband's size
+            summary = (
+                f"{len(kept)} trial(s) keep their results instead of training again, saving "
+                f"{sum(a.budget for a in kept):g} budget; their brackets are topped up with new configurations"
+                + (f"; {len(continued)} continue from their checkpoints now" if continued else "")
+            )
+        else:
+            summary = (
+                f"{len(continued)} trial(s) continue from their checkpoints instead of restarting, saving "
+                f"{sum(self._reused_budget(a) for a in continued):g} budget"
+            )
         repo.add_decision(
             self._session, self.study.id, None, "extend",
-            f"max_budget raised from {old_max:g} to {new_max_budget:g}: {len(reused)} trial(s) continue from "
-            f"their checkpoints instead of restarting, saving {sum(self._reused_budget(a) for a in reused):g} "
-            "budget", self._now,
+            f"max_budget raised from {old_max:g} to {new_max_budget:g}: {summary}", self._now,
         )
         repo.bump_version(self._session, self.study, self._now)
         self._ctx.on_work_available()
-        return reused
+        return continued
 
     def _reused_budget(self, promotion: Promote) -> float:
         trial = repo.get_trial(self._session, promotion.trial_id)
@@ -133,6 +144,11 @@ class StudyDriver:
                 self._end(action.trial_id, TrialState.COMPLETED, "finish", action.reason)
             elif isinstance(action, NewTrial):  # synchronous schedulers never emit these here
                 self._create_trial(action)
+            elif isinstance(action, Reuse):
+                trial = repo.get_trial(self._session, action.trial_id)
+                attempt = trial.attempt if trial is not None else None
+                repo.add_decision(self._session, self.study.id, action.trial_id, "reuse", action.reason, self._now,
+                                  attempt)
         if any(isinstance(a, Promote) for a in actions):
             self._ctx.on_work_available()
 

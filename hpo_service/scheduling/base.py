@@ -48,10 +48,18 @@ of a rung that is no longer the top. ``extend``, and later ``on_result`` /
 ``on_lost`` (when such a rung settles), may therefore return ``Promote`` for a
 completed trial (the caller makes it pending again; it resumes from its checkpoint
 at that rung) and, from Hyperband, ``Stop`` for one that is not continued (it
-ends as stopped: completed means it reached the study's max budget). A promotion
-out of a rung that was the top before a raise is a reuse; its reason starts with
-``budget raised R -> R':`` and ends with ``continues from its checkpoint at B
-(saves B)``, B being the budget that a restart would train again.
+ends as stopped: completed means it reached the study's max budget).
+
+Reuse is recorded in one of two ways. Hyperband's default raise (``top_up``, Brandt
+et al.'s efficient variant) keeps every old bracket's trials with their results and
+tops the bracket up with new configurations: ``extend`` returns one ``Reuse`` per
+trial kept (nothing to run; the caller logs it), whose ``budget`` is what not training
+it again saves, and later decisions may ``Promote`` a trial that was *stopped* before
+the raise (the larger bracket promotes more; it resumes from its checkpoint). Without
+a top-up (ASHA; Hyperband with ``top_up=False``), a promotion out of a rung that was
+the top before a raise is the reuse; its reason starts with ``budget raised R -> R':``
+and ends with ``continues from its checkpoint at B (saves B)``, B being the budget
+that a restart would train again.
 
 The actions of ``on_result``/``on_lost`` may name trials other than the one
 reported, in other brackets too: synchronous Hyperband decides a whole rung at
@@ -131,7 +139,20 @@ class Finish:
     reason: str
 
 
-Action = Union[NewTrial, Promote, Stop, Finish]
+@dataclass(frozen=True)
+class Reuse:
+    """After a raise of max_budget, ``trial_id`` keeps its results (up to ``budget``) in its bracket.
+
+    Nothing to run or change: the caller records the decision. ``budget`` is what the trial
+    trained before the raise, which a study started again at the new max budget would train again.
+    """
+
+    trial_id: int
+    budget: float
+    reason: str
+
+
+Action = Union[NewTrial, Promote, Stop, Finish, Reuse]
 
 
 # --- ports ---------------------------------------------------------------------
@@ -158,6 +179,10 @@ class RungPort(Protocol):
 
     def ranked(self, bracket: int, rung: int) -> list[RungResult]:
         """All results at (bracket, rung), best first. Only for small rungs (synchronous brackets)."""
+        ...
+
+    def promoted_ids(self, bracket: int, rung: int) -> set[int]:
+        """Trial ids whose result at (bracket, rung) was promoted (including trials lost afterwards)."""
         ...
 
     def in_flight(self, bracket_lo: int, bracket_hi: int) -> int:

@@ -9,10 +9,14 @@ the trials of its old top rung can train on from their checkpoints. The spec onl
 knows the newest maximum, so the ladder ``R_0 < R_1 < ...`` is kept in the scheduler
 snapshot and everything here is computed from it.
 
-A rung that was a bracket's top before a raise is where reuse happens: a promotion
-out of it continues a trial that the old maximum would have ended there, so its
+A raise either tops the old brackets up (Hyperband's default, Brandt et al.'s efficient
+variant: see hyperband.py) or not (ASHA, and Hyperband raised with ``top_up=False``). Without
+a top-up, a rung that was a bracket's top before the raise is where reuse happens: a
+promotion out of it continues a trial that the old maximum would have ended there, so its
 decision says so (``reuse_note``) and how much budget it saves against training that
-configuration again from scratch (the budget of that rung).
+configuration again from scratch (the budget of that rung). With a top-up, new trials reach
+that rung too, so reuse is declared per trial when the raise happens instead, and the rung
+is not marked.
 
 Hyperband brackets are numbered in the order they are opened. Segment ``j`` (the
 ladder step ``R_j``) plans ``brackets`` ids after those of segment ``j - 1``: segment
@@ -20,6 +24,11 @@ ladder step ``R_j``) plans ``brackets`` ids after those of segment ``j - 1``: se
 the brackets of the larger Hyperband that the old ones do not cover, ``s = k - 1 .. 0``
 with ``k`` the number of rungs the raise added, once per sweep. Inside a segment the
 halvings cycle like an ordinary Hyperband: ``s = s_top - offset % (s_top + 1)``.
+
+A bracket's size (``n0``, the configurations its rung 0 gets) is Li et al.'s ``n`` for its
+halvings under the Hyperband of the newest raise that topped up, or of its own segment when
+no later raise did: a top-up makes every older bracket the larger Hyperband's bracket with the
+same minimum budget (``s + k`` halvings, ``n = ceil((s_max' + 1) * eta**(s + k) / (s + k + 1))``).
 """
 
 from __future__ import annotations
@@ -27,11 +36,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from hpo_service.scheduling.rungs import (
+    bracket_size,
     deepening_rungs,
     format_budget,
-    hyperband_brackets,
     max_bracket_index,
     rung_budget,
 )
@@ -66,9 +76,13 @@ class Rungs:
 
 
 class Ladder:
-    """Max budgets, oldest first, and the rungs each raise added. Raises ValueError unless increasing."""
+    """Max budgets, oldest first, and the rungs each raise added. Raises ValueError unless increasing.
 
-    def __init__(self, eta: int, max_budgets: Sequence[float]) -> None:
+    ``top_ups[j]`` says whether the raise ``max_budgets[j] -> max_budgets[j + 1]`` topped the old
+    brackets up (default: none did).
+    """
+
+    def __init__(self, eta: int, max_budgets: Sequence[float], top_ups: Sequence[bool] = ()) -> None:
         if not max_budgets:
             raise ValueError("a ladder needs at least one max budget")
         self.eta = eta
@@ -76,13 +90,18 @@ class Ladder:
         self.added = tuple(
             deepening_rungs(before, after, eta) for before, after in zip(self.max_budgets, self.max_budgets[1:])
         )
+        self.top_ups = tuple(top_ups) + (False,) * (len(self.added) - len(top_ups))
 
     def stack(self, base: Sequence[float], segment: int) -> Rungs:
-        """The rungs of a bracket of ladder step ``segment`` whose own rungs are ``base`` (top: its max)."""
+        """The rungs of a bracket of ladder step ``segment`` whose own rungs are ``base`` (top: its max).
+
+        Old top rungs are marked as reuse points only for raises that did not top up.
+        """
         budgets = list(base)
         raised: dict[int, tuple[float, float]] = {}
         for step in range(segment, len(self.added)):
-            raised[len(budgets) - 1] = (self.max_budgets[step], self.max_budgets[step + 1])
+            if not self.top_ups[step]:
+                raised[len(budgets) - 1] = (self.max_budgets[step], self.max_budgets[step + 1])
             budgets += self.added[step]
         return Rungs(tuple(budgets), raised)
 
@@ -90,13 +109,16 @@ class Ladder:
 class HyperbandGeometry:
     """Where each bracket id of a (possibly raised) Hyperband study starts, its rungs and its size.
 
-    ``segments`` are ``(max_budget, brackets)`` pairs, oldest first (the snapshot's ``ladder``).
+    ``segments`` are ``(max_budget, brackets)`` or ``(max_budget, brackets, top_up)`` tuples, oldest
+    first (the snapshot's ``ladder``); ``top_up`` (default False) says whether the raise that made the
+    segment topped the older brackets up, and is ignored for segment 0.
     """
 
-    def __init__(self, min_budget: float, eta: int, segments: Sequence[tuple[float, int]]) -> None:
-        self.ladder = Ladder(eta, [max_budget for max_budget, _ in segments])
+    def __init__(self, min_budget: float, eta: int, segments: Sequence[tuple[Any, ...]]) -> None:
+        top_ups = [bool(segment[2]) if len(segment) > 2 else False for segment in segments[1:]]
+        self.ladder = Ladder(eta, [segment[0] for segment in segments], top_ups)
         self._min_budget, self._eta = min_budget, eta
-        self._counts = [count for _, count in segments]
+        self._counts = [int(segment[1]) for segment in segments]
         self._firsts = [sum(self._counts[:j]) for j in range(len(segments))]
         self._s_tops = [max_bracket_index(min_budget, self.ladder.max_budgets[0], eta)] + [
             min(len(added) - 1, max_bracket_index(min_budget, self.ladder.max_budgets[j + 1], eta))
@@ -128,9 +150,15 @@ class HyperbandGeometry:
         return self._rungs[key]
 
     def n0(self, bracket: int) -> int:
-        """Configurations the bracket starts with: Li et al.'s n for its s under its segment's max budget."""
+        """Configurations the bracket starts with: Li et al.'s n for its halvings under the max budget of
+        the newest raise that topped it up, else of its own segment."""
         segment, s = self.locate(bracket)
-        return self._starting_sizes[segment][s]
+        sizing = segment
+        for step in range(segment, len(self.ladder.added)):
+            if self.ladder.top_ups[step]:
+                sizing = step + 1
+        halvings = s + sum(len(added) for added in self.ladder.added[segment:sizing])
+        return bracket_size(self._s_maxes[sizing], self._eta, halvings)
 
     def most_halvings(self) -> int:
         """The largest top rung index of any planned bracket (checked against the spec's rung cap)."""
@@ -142,9 +170,6 @@ class HyperbandGeometry:
         return max(tops, default=0)
 
     @cached_property
-    def _starting_sizes(self) -> list[dict[int, int]]:
-        """Per segment: s -> n of its Hyperband (computed on first use; most calls never need it)."""
-        return [
-            {plan.s: plan.rungs[0].n for plan in hyperband_brackets(self._min_budget, max_budget, self._eta)}
-            for max_budget in self.ladder.max_budgets
-        ]
+    def _s_maxes(self) -> list[int]:
+        """Per segment: ``s_max`` of the Hyperband with its max budget."""
+        return [max_bracket_index(self._min_budget, max_budget, self._eta) for max_budget in self.ladder.max_budgets]

@@ -75,6 +75,9 @@ class InMemoryRungPort:
     def ranked(self, bracket: int, rung: int) -> list[RungResult]:
         return [self._results[(trial_id, rung)] for _, trial_id in self._ranked.get((bracket, rung), [])]
 
+    def promoted_ids(self, bracket: int, rung: int) -> set[int]:
+        return {trial_id for _, trial_id in self._ranked.get((bracket, rung), []) if (trial_id, rung) in self._promoted}
+
     def in_flight(self, bracket_lo: int, bracket_hi: int) -> int:
         return sum(n for b, n in self.in_flight_by_bracket.items() if bracket_lo <= b < bracket_hi)
 

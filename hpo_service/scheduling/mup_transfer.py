@@ -71,6 +71,9 @@ class OffsetPort:
     def ranked(self, bracket: int, rung: int) -> list[RungResult]:
         return [r for r in map(self._out, self._port.ranked(bracket + self._offset, rung)) if r is not None]
 
+    def promoted_ids(self, bracket: int, rung: int) -> set[int]:
+        return self._port.promoted_ids(bracket + self._offset, rung)
+
     def in_flight(self, bracket_lo: int, bracket_hi: int) -> int:
         return self._port.in_flight(bracket_lo + self._offset, bracket_hi + self._offset)
 

@@ -72,6 +72,15 @@ def rung_budget(max_budget: float, eta: int, s: int, rung: int) -> float:
     return max_budget / divisor
 
 
+def bracket_size(s_max: int, eta: int, s: int) -> int:
+    """Li et al.'s ``n = ceil((s_max + 1) * eta**s / (s + 1))``: configurations a bracket with ``s`` halvings starts.
+
+    Also used for ``s > s_max``: an old bracket that a raise of max_budget gave more halvings
+    than the larger Hyperband's ``s_max`` (a ratio that is not a power of eta) is topped up to it.
+    """
+    return -(-((s_max + 1) * eta**s) // (s + 1))  # integer ceil
+
+
 def hyperband_brackets(min_budget: float, max_budget: float, eta: int) -> list[BracketPlan]:
     """The brackets of one Hyperband sweep, most exploratory first (s = s_max .. 0).
 
@@ -82,8 +91,7 @@ def hyperband_brackets(min_budget: float, max_budget: float, eta: int) -> list[B
     s_max = max_bracket_index(min_budget, max_budget, eta)
     plans = []
     for s in range(s_max, -1, -1):
-        numerator = (s_max + 1) * eta**s
-        n = -(-numerator // (s + 1))  # integer ceil
+        n = bracket_size(s_max, eta, s)
         rungs = tuple(
             RungPlan(n=n // eta**i, budget=rung_budget(max_budget, eta, s, i)) for i in range(s + 1)
         )

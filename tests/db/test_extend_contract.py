@@ -7,7 +7,7 @@ import pytest
 from hpo_service.domain.states import StudyStatus
 from hpo_service.errors import InvalidInput
 from tests.db.conftest import Service
-from tests.db.test_protocol_contract import make_spec, run_segment
+from tests.db.test_protocol_contract import loss_of, make_spec, run_segment
 
 
 def run_to_end(service: Service, study_id: int) -> int:
@@ -19,28 +19,58 @@ def run_to_end(service: Service, study_id: int) -> int:
     return segments
 
 
-def test_extending_a_completed_study_continues_its_best_trials(service: Service) -> None:
-    study = service.studies.create(make_spec())  # hyperband, max_budget 9, eta 3
+def test_extending_a_completed_study_keeps_its_trials_and_tops_its_brackets_up(service: Service) -> None:
+    study = service.studies.create(make_spec())  # hyperband, max_budget 9, eta 3: 17 trials
     run_to_end(service, study.id)
     spent_before = service.studies.get(study.id).study.budget_spent
+    assert spent_before == 69
     service.studies.extend(study.id, 27)
     summary = service.studies.get(study.id)
     assert summary.study.status == StudyStatus.RUNNING.value
     assert summary.study.spec["scheduler"]["max_budget"] == 27
-    decisions = service.studies.decisions(study.id)
+    decisions = service.studies.decisions(study.id, limit=1000)
     extend = [d for d in decisions if d.kind == "extend"]
     assert len(extend) == 1 and "raised from 9 to 27" in extend[0].reason
-    reused = [d for d in decisions if d.kind == "promote" and d.id > extend[0].id - 100 and "checkpoint" in d.reason]
-    assert reused, "no trial was continued from its checkpoint"
-    grant = service.protocol.lease("w")
-    assert grant is not None and grant.trial.budget_done == 9 and grant.trial.budget_target == 27
-    assert grant.trial.checkpoint_uri == f"file:///tmp/ckpt/{grant.trial.id}/9"
+    assert "17 trial(s) keep their results instead of training again, saving 69 budget" in extend[0].reason
+    reused = [d for d in decisions if d.kind == "reuse"]  # every reused trial, with what it saves
+    assert len({d.trial_id for d in reused}) == len(reused) == 17
+    assert all(d.reason.startswith("budget raised 9 -> 27: kept by bracket ") and "(saves " in d.reason
+               for d in reused)
+    grant = service.protocol.lease("w")  # bracket 0 is topped up first: a new configuration at budget 1
+    assert grant is not None and grant.trial.budget_done == 0 and grant.trial.budget_target == 1
     service.protocol.complete(grant.trial.id, grant.trial.lease_token, {"loss": 0.01}, None)
-    run_to_end(service, study.id)
+    old_ids, resumed, segments = {d.trial_id for d in reused}, [], 0
+    while service.studies.get(study.id).study.status == StudyStatus.RUNNING.value:
+        grant = service.protocol.lease("w")
+        assert grant is not None
+        trial = grant.trial
+        if trial.id in old_ids:  # an old trial promoted again resumes from its checkpoint
+            assert trial.budget_done > 0
+            assert trial.checkpoint_uri == f"file:///tmp/ckpt/{trial.id}/{trial.budget_done:g}"
+            resumed.append(trial.id)
+        service.protocol.complete(trial.id, trial.lease_token, {"loss": loss_of(trial.params, trial.budget_target)},
+                                  f"file:///tmp/ckpt/{trial.id}/{trial.budget_target:g}")
+        segments += 1
+        assert segments < 500
+    assert resumed, "no old trial was continued from its checkpoint"
     final = service.studies.get(study.id)
     assert final.study.status == StudyStatus.COMPLETED.value
     assert final.best is not None and final.best.budget == 27
-    assert final.study.budget_spent > spent_before
+    assert final.study.budget_spent == 357  # a fresh R=27 study's: the 69 spent before are all reused
+
+
+def test_extending_a_running_study_logs_each_reuse(service: Service) -> None:
+    study = service.studies.create(make_spec())
+    for _ in range(12):  # bracket 0 has settled its rung 0; the others are under way
+        run_segment(service)
+    service.studies.extend(study.id, 27)
+    decisions = service.studies.decisions(study.id, limit=1000)
+    reused = [d for d in decisions if d.kind == "reuse"]
+    assert reused and all(d.trial_id is not None for d in reused)
+    run_to_end(service, study.id)
+    final = service.studies.get(study.id)
+    assert final.study.status == StudyStatus.COMPLETED.value and final.best is not None
+    assert final.best.budget == 27
 
 
 @pytest.mark.parametrize(("kind", "new_max", "message"), [

@@ -322,6 +322,12 @@ def test_calls_do_not_mutate_the_callers_snapshot() -> None:
     [
         lambda s: s.update(kind="asha"),
         lambda s: s.update(version=1),  # before iterative deepening: no ladder
+        lambda s: s.update(version=4),
+        lambda s: s.update(ladder=[{"max_budget": 3.0, "brackets": 3}, {"max_budget": 9.0, "brackets": 1,
+                                                                         "top_up": "yes"}]),
+        lambda s: s["open"]["0"].update(stopped=[None]),  # old trials stopped before a top-up: ids
+        lambda s: s["open"]["0"].update(stopped=3),
+        lambda s: s["open"]["0"].update(top_up_to=-1),  # a running bracket's size once topped up
         lambda s: s.pop("open"),
         lambda s: s.pop("ladder"),
         lambda s: s.update(ladder=[]),

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from hpo_service.domain.spec import Limits, SchedulerSpec
-from hpo_service.scheduling.base import Action, Finish, NewTrial, Promote, RungResult, Scheduler, Stop
+from hpo_service.scheduling.base import Action, Finish, NewTrial, Promote, Reuse, RungResult, Scheduler, Stop
 from hpo_service.scheduling.factory import make_scheduler
 from hpo_service.scheduling.hyperband import BUDGET_EXHAUSTED
 from hpo_service.scheduling.ladder import HyperbandGeometry
 from hpo_service.scheduling.memory_port import InMemoryRungPort
-from hpo_service.scheduling.rungs import deepening_rungs
+from hpo_service.scheduling.rungs import deepening_rungs, hyperband_brackets
 
 HB9 = SchedulerSpec(kind="hyperband", min_budget=1, max_budget=9, eta=3)  # brackets s=2 (9), s=1 (5), s=0 (3)
 HB27 = HB9.model_copy(update={"max_budget": 27})
@@ -28,7 +28,8 @@ ASHA27 = SchedulerSpec(kind="asha", min_budget=1, max_budget=27, eta=3)
 
 
 class Caller:
-    """Applies actions like the service: Promote makes a (paused or completed) trial pending again."""
+    """Applies actions like the service: Promote makes a (paused, completed, or after a top-up
+    stopped) trial pending again; Reuse is only recorded."""
 
     def __init__(self, spec: SchedulerSpec, limits: Limits = Limits()) -> None:
         self.spec, self.limits = spec, limits
@@ -38,6 +39,8 @@ class Caller:
         self.where: dict[int, tuple[int, int]] = {}  # trial id -> (bracket, rung it trains toward or reached)
         self.status: dict[int, str] = {}
         self.pending: list[int] = []
+        self.reused: list[Reuse] = []
+        self.topped_up = False  # a raise with top-up happened: stopped trials may be promoted again
 
     @staticmethod
     def _keep(state: dict[str, Any]) -> dict[str, Any]:
@@ -63,18 +66,25 @@ class Caller:
         self.state = self._keep(state)
         return self._apply(actions)
 
-    def extend(self, new_max: float) -> list[Action]:
+    def extend(self, new_max: float, top_up: bool | None = None) -> list[Action]:
+        """Raise max_budget; ``top_up`` is passed to Hyperband (None: its default, a top-up)."""
         old_max, self.spec = self.spec.max_budget, self.spec.model_copy(update={"max_budget": new_max})
         self.scheduler = make_scheduler(self.spec, self.limits)
-        state, actions = self.scheduler.extend(self.state, self.port, old_max)
+        options = {} if top_up is None else {"top_up": top_up}
+        state, actions = self.scheduler.extend(self.state, self.port, old_max, **options)  # type: ignore[call-arg]
+        self.topped_up |= self.spec.kind == "hyperband" and top_up is not False
         self.state = self._keep(state)
         return self._apply(actions)
 
     def _apply(self, actions: list[Action]) -> list[Action]:
         for action in actions:
-            if isinstance(action, Promote):
+            if isinstance(action, Reuse):
+                assert self.status[action.trial_id] != "failed"
+                self.reused.append(action)
+            elif isinstance(action, Promote):
                 bracket, rung = self.where[action.trial_id]
-                assert self.status[action.trial_id] in ("paused", "completed")
+                revived = self.topped_up and self.status[action.trial_id] == "stopped"
+                assert self.status[action.trial_id] in ("paused", "completed") or revived
                 self.port.mark_promoted(action.trial_id, rung)
                 self.where[action.trial_id] = (bracket, action.to_rung)
                 self.status[action.trial_id] = "pending"
@@ -134,41 +144,61 @@ def test_deepening_rungs(old: float, new: float, eta: int, expected: tuple[float
     assert deepening_rungs(old, new, eta) == expected
 
 
+@pytest.mark.parametrize("top_up", [True, False])
 @pytest.mark.parametrize(
     ("spec", "raises", "expected"),
     [
-        # (first max, raised to ...): per bracket id, its rung budgets and its n0.
+        # (first max, raised to ...): per bracket id, its rung budgets, its n0 with a top-up (the larger
+        # Hyperband's n for the bracket with the same minimum budget) and without (its old size).
         (HB27, [81], [
-            ((1, 3, 9, 27, 81), 27), ((3, 9, 27, 81), 12), ((9, 27, 81), 6), ((27, 81), 4),
-            ((81,), 5),  # the new Hyperband's s'=0 (R=81: n = s_max + 1 = 5); old s covers s' = s + 1
+            ((1, 3, 9, 27, 81), 81, 27), ((3, 9, 27, 81), 34, 12), ((9, 27, 81), 15, 6), ((27, 81), 8, 4),
+            ((81,), 5, 5),  # the new Hyperband's s'=0 (R=81: n = s_max + 1 = 5); old s covers s' = s + 1
         ]),
         (HB27, [243], [
-            ((1, 3, 9, 27, 81, 243), 27), ((3, 9, 27, 81, 243), 12), ((9, 27, 81, 243), 6), ((27, 81, 243), 4),
-            ((81, 243), 9), ((243,), 6),  # s' = 1 and 0 of R=243: ceil(6 * 3 / 2) and 6
+            ((1, 3, 9, 27, 81, 243), 243, 27), ((3, 9, 27, 81, 243), 98, 12), ((9, 27, 81, 243), 41, 6),
+            ((27, 81, 243), 18, 4),
+            ((81, 243), 9, 9), ((243,), 6, 6),  # s' = 1 and 0 of R=243: ceil(6 * 3 / 2) and 6
         ]),
         (HB27, [81, 243], [
-            ((1, 3, 9, 27, 81, 243), 27), ((3, 9, 27, 81, 243), 12), ((9, 27, 81, 243), 6), ((27, 81, 243), 4),
-            ((81, 243), 5), ((243,), 6),
+            ((1, 3, 9, 27, 81, 243), 243, 27), ((3, 9, 27, 81, 243), 98, 12), ((9, 27, 81, 243), 41, 6),
+            ((27, 81, 243), 18, 4), ((81, 243), 9, 5), ((243,), 6, 6),
         ]),
         (HB27.model_copy(update={"max_budget": 16}), [52], [
-            ((16 / 9, 16 / 3, 16, 52), 9), ((16 / 3, 16, 52), 5), ((16, 52), 3),
-            ((52,), 4),  # R=52: s_max = 3, so s'=0 starts 4
+            ((16 / 9, 16 / 3, 16, 52), 27, 9), ((16 / 3, 16, 52), 12, 5), ((16, 52), 6, 3),
+            ((52,), 4, 4),  # R=52: s_max = 3, so s'=0 starts 4
+        ]),
+        (HB9.model_copy(update={"max_budget": 9.5}), [17], [
+            # 9.5 -> 17 adds one rung: old s=2 gets 3 halvings, more than R=17's s_max = 2: n = ceil(3 * 27 / 4)
+            ((9.5 / 9, 9.5 / 3, 9.5, 17), 21, 9), ((9.5 / 3, 9.5, 17), 9, 5), ((9.5, 17), 5, 3), ((17,), 3, 3),
         ]),
         (HB9.model_copy(update={"iterations": 2}), [27], [
-            ((1, 3, 9, 27), 9), ((3, 9, 27), 5), ((9, 27), 3), ((1, 3, 9, 27), 9), ((3, 9, 27), 5), ((9, 27), 3),
-            ((27,), 4), ((27,), 4),  # one new bracket per sweep, after every old one
+            ((1, 3, 9, 27), 27, 9), ((3, 9, 27), 12, 5), ((9, 27), 6, 3),
+            ((1, 3, 9, 27), 27, 9), ((3, 9, 27), 12, 5), ((9, 27), 6, 3),
+            ((27,), 4, 4), ((27,), 4, 4),  # one new bracket per sweep, after every old one
         ]),
     ],
 )
-def test_raised_bracket_geometry(spec: SchedulerSpec, raises: list[float], expected: list[Any]) -> None:
+def test_raised_bracket_geometry(spec: SchedulerSpec, raises: list[float], expected: list[Any], top_up: bool) -> None:
     caller = Caller(spec)
     for new_max in raises:
-        assert caller.extend(new_max) == []  # nothing ran yet: nothing to reuse
-    for bracket, (budgets, n0) in enumerate(expected):
+        assert caller.extend(new_max, top_up) == []  # nothing ran yet: nothing to reuse
+    for bracket, (budgets, n_topped_up, n_old) in enumerate(expected):
+        n0 = n_topped_up if top_up else n_old
         assert caller.rungs(bracket) == pytest.approx(budgets, rel=1e-12)
         created = [caller.next_work() for _ in range(n0)]
         assert created == [NewTrial(bracket, 0, pytest.approx(budgets[0], rel=1e-12))] * n0
     assert caller.next_work() is None
+
+
+def test_a_topped_up_study_has_a_fresh_studys_brackets() -> None:
+    for first, raised in ((27, [81]), (27, [243]), (9, [27, 81]), (27, [81, 243])):
+        caller = Caller(HB27.model_copy(update={"max_budget": first}))
+        for new_max in raised:
+            caller.extend(new_max)
+        fresh = hyperband_brackets(1, raised[-1], 3)
+        scheduler: Any = caller.scheduler
+        sizes = [scheduler.bracket_size(bracket, caller.state) for bracket in range(len(fresh))]
+        assert sorted(sizes) == sorted(plan.rungs[0].n for plan in fresh)
 
 
 def test_geometry_of_unplanned_brackets_is_an_error() -> None:
@@ -178,7 +208,7 @@ def test_geometry_of_unplanned_brackets_is_an_error() -> None:
         geometry.rungs(5)
 
 
-# --- raising a finished Hyperband study ----------------------------------------------------
+# --- top-up (the default): raising a finished Hyperband study -------------------------------
 
 
 def finished_hb9(limits: Limits = Limits()) -> Caller:
@@ -189,10 +219,255 @@ def finished_hb9(limits: Limits = Limits()) -> Caller:
     return caller
 
 
-def test_raising_a_finished_study_continues_the_best_of_every_old_top_rung() -> None:
+def kept(old: str, new: str, bracket: int, rung: int, budget: str, size: int) -> str:
+    """The reason of a Reuse."""
+    return (f"budget raised {old} -> {new}: kept by bracket {bracket} with its result at rung {rung} "
+            f"(budget {budget}); the bracket is topped up to {size} configurations (saves {budget})")
+
+
+def test_a_top_up_keeps_every_old_trial_and_grows_each_old_bracket() -> None:
+    caller = finished_hb9()
+    actions = caller.extend(27)
+    # One Reuse per old trial, with the budget it trained: bracket 0 (s=2 -> 3 halvings, 9 -> 27
+    # configurations), bracket 1 (5 -> 12), bracket 2 (3 -> 6). Nothing is decided yet.
+    assert actions == (
+        [Reuse(1, 9.0, kept("9", "27", 0, 2, "9", 27))]
+        + [Reuse(t, 3.0, kept("9", "27", 0, 1, "3", 27)) for t in (2, 3)]
+        + [Reuse(t, 1.0, kept("9", "27", 0, 0, "1", 27)) for t in range(4, 10)]
+        + [Reuse(10, 9.0, kept("9", "27", 1, 1, "9", 12))]
+        + [Reuse(t, 3.0, kept("9", "27", 1, 0, "3", 12)) for t in range(11, 15)]
+        + [Reuse(t, 9.0, kept("9", "27", 2, 0, "9", 6)) for t in (15, 16, 17)]
+    )
+    assert sum(a.budget for a in caller.reused) == 69 == caller.state["budget_committed"]  # all of it
+    assert caller.state["ladder"] == [
+        {"max_budget": 9.0, "brackets": 3}, {"max_budget": 27.0, "brackets": 1, "top_up": True}]
+    assert caller.state["open"] == {  # back at rung 0; "stopped": trials stopped before, which may come back
+        "0": {"n0": 27, "rung": 0, "entered": 9, "lost": [], "stopped": [2, 3, 4, 5, 6, 7, 8, 9]},
+        "1": {"n0": 12, "rung": 0, "entered": 5, "lost": [], "stopped": [11, 12, 13, 14]},
+        "2": {"n0": 6, "rung": 0, "entered": 3, "lost": [], "stopped": []},
+    }
+    # New trials top the lowest bracket up first.
+    assert [caller.next_work() for _ in range(18)] == [NewTrial(0, 0, 1.0)] * 18
+
+
+def test_a_topped_up_rung_keeps_earlier_promotions_and_fills_the_rest_with_the_best() -> None:
+    caller = finished_hb9()
+    caller.extend(27)
+    new = list(range(18, 36))  # bracket 0's 18 new trials score between the old ones: 18 -> 1.5, 19 -> 2.5, ...
+    for trial_id in new:
+        assert caller.next_work() == NewTrial(0, 0, 1.0)
+    actions: list[Action] = []
+    for trial_id in new:
+        actions += caller.report(trial_id, trial_id - 16.5)
+    # Rung 0 (27 entrants): quota 9; 1, 2, 3 were promoted before the raise and keep their places;
+    # the other 6 go to the best of the rest, new (18, 19, 20, 21) or stopped before (4, 5).
+    why = "at rung 0 (budget 1): top 9 promoted (3 of them before the raise)"
+    back = "; stopped here before the raise, resumes from its checkpoint at 1"
+    assert [a for a in actions if isinstance(a, Promote)] == [
+        Promote(18, 1, 3.0, f"rank 2 of 27 {why}"), Promote(19, 1, 3.0, f"rank 4 of 27 {why}"),
+        Promote(20, 1, 3.0, f"rank 6 of 27 {why}"), Promote(4, 1, 3.0, f"rank 7 of 27 {why}{back}"),
+        Promote(21, 1, 3.0, f"rank 8 of 27 {why}"), Promote(5, 1, 3.0, f"rank 9 of 27 {why}{back}"),
+    ]
+    # Every other new trial is stopped; old ones stopped before (6..9) are not stopped twice.
+    assert {a.trial_id for a in actions if isinstance(a, Stop)} == set(range(22, 36))
+    assert Stop(22, f"rank 10 of 27 {why}") in actions
+    assert caller.state["open"]["0"] == {"n0": 27, "rung": 1, "entered": 9, "lost": [], "stopped": [2, 3]}
+    # Rung 1 (9 entrants: 1, 2, 3 with results from before, and the 6 promoted): quota 3, trial 1 keeps
+    # its place, then 18 (new) and 2 (stopped at rung 1 before the raise).
+    actions = []
+    for trial_id in (18, 19, 20, 4, 21, 5):
+        caller.pending.remove(trial_id)
+        actions += caller.report(trial_id, trial_id - 16.5 if trial_id > 17 else float(trial_id))
+    assert [(a.trial_id, a.to_rung) for a in actions if isinstance(a, Promote)] == [(18, 2), (2, 2)]
+    assert {a.trial_id for a in actions if isinstance(a, Stop)} == {19, 20, 4, 21, 5}  # 3 stays stopped
+    caller.pending.remove(18)
+    caller.pending.remove(2)
+    caller.report(18, 1.5)
+    # Rung 2 was the old top: trial 1 completed there and competes with 18 and 2 for the one place.
+    assert caller.report(2, 2.0) == [
+        Promote(1, 3, 27.0, "rank 1 of 3 at rung 2 (budget 9): top 1 promoted"),
+        Stop(18, "rank 2 of 3 at rung 2 (budget 9): top 1 promoted"),
+        Stop(2, "rank 3 of 3 at rung 2 (budget 9): top 1 promoted"),
+    ]
+
+
+def scored(order: str) -> Callable[[int, float], float]:
+    """"old": the configurations of the study before the raise are the best (score = trial id);
+    "new": the ones sampled after it are (score = -trial id)."""
+    return (lambda trial_id, budget: float(trial_id)) if order == "old" else (lambda trial_id, budget: -trial_id)
+
+
+@pytest.mark.parametrize(
+    ("order", "bracket", "reused", "topped_up", "entered", "old_entered", "revived"),
+    [
+        # R=27 -> 81, eta 3, run to the end before and after. Per bracket: trials kept (Reuse), new
+        # trials at rung 0, entrants per rung (a fresh R=81 study's: 81/27/9/3/1, 34/11/3/1, 15/5/1,
+        # 8/2, 5), how many of them are old, and old trials promoted again after being stopped.
+        ("old", 0, 27, 54, [81, 27, 9, 3, 1], [27, 27, 9, 3, 1], 18 + 6 + 2),
+        ("old", 1, 12, 22, [34, 11, 3, 1], [12, 11, 3, 1], 7 + 2),
+        ("old", 2, 6, 9, [15, 5, 1], [6, 5, 1], 3),
+        ("old", 3, 4, 4, [8, 2], [4, 2], 0),  # 46, 47 completed at 27 before: continued, not revived
+        ("old", 4, 0, 5, [5], [0], 0),  # the new bracket (s' = 0)
+        # New configurations better: the old promotions keep their places, every other place is new.
+        ("new", 0, 27, 54, [81, 27, 9, 3, 1], [27, 9, 3, 1, 0], 0),
+        ("new", 1, 12, 22, [34, 11, 3, 1], [12, 4, 1, 0], 0),
+        ("new", 2, 6, 9, [15, 5, 1], [6, 2, 0], 0),
+        ("new", 3, 4, 4, [8, 2], [4, 0], 0),
+        ("new", 4, 0, 5, [5], [0], 0),
+    ],
+)
+def test_bracket_bookkeeping_after_a_top_up_from_27_to_81(
+    order: str, bracket: int, reused: int, topped_up: int, entered: list[int], old_entered: list[int], revived: int
+) -> None:
+    caller = Caller(HB27)
+    caller.run(scored(order))
+    old_trials, committed = len(caller.where), caller.state["budget_committed"]
+    stopped_before = {t for t, status in caller.status.items() if status == "stopped"}
+    assert (old_trials, committed) == (49, 357)
+    caller.extend(81)
+    log = caller.run(scored(order))
+    mine = {t for t, (b, _) in caller.where.items() if b == bracket}
+    reached = [{t for t in mine if caller.where[t][1] >= rung} for rung in range(len(entered))]
+    assert len([a for a in caller.reused if a.trial_id in mine]) == reused
+    assert len([t for t in mine if t > old_trials]) == topped_up
+    assert [len(trials) for trials in reached] == entered
+    assert [len([t for t in trials if t <= old_trials]) for trials in reached] == old_entered
+    promoted_again = {a.trial_id for a in log if isinstance(a, Promote)} & stopped_before
+    assert len(promoted_again & mine) == revived
+    # The whole study: a fresh R=81 Hyperband's 143 configurations and 1581 budget, 1224 of it after
+    # the raise (the 357 spent before are all reused).
+    assert len(caller.where) == 143 and caller.state["budget_committed"] == 1581
+    assert sum(a.budget for a in caller.reused) == 357
+
+
+def test_a_top_up_cut_short_by_max_trials_decides_every_bracket_with_what_it_has() -> None:
+    caller = finished_hb9(Limits(max_trials=27))  # 17 old trials: room for 10 new ones
+    caller.extend(27)
+    assert [caller.next_work() for _ in range(11)] == [NewTrial(0, 0, 1.0)] * 10 + [None]
+    assert caller.state["creation_stopped"]
+    # Bracket 0 is cut to 19 configurations; brackets 1 and 2 get none and have no trial in flight:
+    # they are decided on the next result (trial 18's), with their old trials alone.
+    assert caller.report(18, 18.0) == [
+        Promote(10, 2, 27.0, "rank 1 of 1 at rung 1 (budget 9): top 1 promoted"),
+        Promote(15, 1, 27.0, "rank 1 of 3 at rung 0 (budget 9): top 1 promoted"),
+        Stop(16, "rank 2 of 3 at rung 0 (budget 9): top 1 promoted"),
+        Stop(17, "rank 3 of 3 at rung 0 (budget 9): top 1 promoted"),
+    ]
+    for trial_id in range(19, 27):
+        caller.report(trial_id, float(trial_id))
+    actions = caller.report(27, 27.0)  # bracket 0, rung 0 (19 entrants): quota 6, 1, 2, 3 keep their places
+    assert [a.trial_id for a in actions if isinstance(a, Promote)] == [4, 5, 6]
+    assert [a.trial_id for a in actions if isinstance(a, Stop)] == list(range(18, 28))
+    caller.run()
+    assert [t for t, s in caller.status.items() if s == "completed"] == [1, 10, 15]
+    assert caller.state["open"] == {} and caller.state["brackets_opened"] == 3  # no room for bracket 3
+
+
+def test_a_top_up_respects_the_total_budget() -> None:
+    # 69 spent; 99 allows bracket 0's 18 new trials (18) and its 6 promotions to 3 (12), nothing more.
+    caller = finished_hb9(Limits(total_budget=99))
+    caller.extend(27)
+    log = caller.run()
+    assert caller.state["budget_committed"] == 99 and caller.state["creation_stopped"]
+    assert len([a for a in log if isinstance(a, NewTrial)]) == 18
+    assert Stop(1, BUDGET_EXHAUSTED) in log and Stop(10, BUDGET_EXHAUSTED) in log  # no room to go on to 27
+    assert [t for t, s in caller.status.items() if s == "completed"] == []
+
+
+# --- top-up: raising a running Hyperband study -----------------------------------------------
+
+
+def test_a_bracket_running_above_rung_0_settles_that_rung_before_its_top_up() -> None:
+    caller = Caller(HB9)
+    for _ in range(17):
+        assert isinstance(caller.next_work(), NewTrial)
+    for trial_id in range(1, 10):  # bracket 0, rung 0 settles: 1, 2, 3 promoted toward budget 3
+        caller.report(trial_id, float(trial_id))
+    caller.report(15, 0.5)
+    caller.report(16, 0.4)  # 15, 16 completed at 9; 17 still training; bracket 1 (10..14) still at rung 0
+    actions = caller.extend(27)
+    # Kept: bracket 0's nine (1, 2, 3 are on their way to rung 1) and bracket 2's two results.
+    assert [(a.trial_id, a.budget) for a in actions] == [(t, 1.0) for t in range(1, 10)] + [(15, 9.0), (16, 9.0)]
+    assert caller.state["open"] == {
+        "0": {"n0": 9, "rung": 1, "entered": 3, "lost": [], "top_up_to": 27},  # waits for 1, 2, 3
+        "1": {"n0": 12, "rung": 0, "entered": 5, "lost": []},  # nothing decided yet: simply larger
+        "2": {"n0": 6, "rung": 0, "entered": 3, "lost": []},
+    }
+    assert [caller.next_work() for _ in range(10)] == [NewTrial(1, 0, 3.0)] * 7 + [NewTrial(2, 0, 9.0)] * 3
+    for trial_id in (1, 2, 3):  # bracket 0's rung 1 settles: its top-up starts, undecided trials wait
+        caller.pending.remove(trial_id)
+        assert caller.report(trial_id, float(trial_id)) == []
+    assert caller.state["open"]["0"] == {"n0": 27, "rung": 0, "entered": 9, "lost": [], "stopped": [4, 5, 6, 7, 8, 9]}
+    assert caller.next_work() == NewTrial(0, 0, 1.0)
+    caller.report(17, 0.45)
+    log: list[Action] = []
+    for trial_id in [t for t, status in caller.status.items() if status == "running"]:
+        log += caller.report(trial_id, float(trial_id))
+    log += caller.run()
+    assert {a.trial_id for a in log if isinstance(a, Finish)} >= {1}  # old trial 1 went on to 27
+    entrants = [len([t for t, (b, r) in caller.where.items() if b == 0 and r >= rung]) for rung in range(4)]
+    assert entrants == [27, 9, 3, 1]
+
+
+# --- top-up: limits, raising twice, old snapshots ---------------------------------------------
+
+
+def test_topping_up_twice_gives_a_fresh_studys_brackets() -> None:
+    caller = finished_hb9()
+    caller.extend(27)
+    caller.run()
+    assert caller.state["budget_committed"] == 357  # a fresh R=27 study's spend
+    caller.extend(81)
+    caller.run()
+    assert caller.state["budget_committed"] == 1581 and len(caller.where) == 143  # a fresh R=81 study's
+    sizes = sorted(len([t for t, (b, _) in caller.where.items() if b == bracket]) for bracket in range(5))
+    assert sizes == sorted(plan.rungs[0].n for plan in hyperband_brackets(1, 81, 3))
+    assert all(a.reason.startswith(("budget raised 9 -> 27: ", "budget raised 27 -> 81: ")) for a in caller.reused)
+
+
+def _as_version_2(state: dict[str, Any]) -> dict[str, Any]:
+    """What the scheduler wrote before top-ups: version 2, no ``top_up`` in the ladder."""
+    old = copy.deepcopy(state)
+    old["version"] = 2
+    for step in old["ladder"]:
+        step.pop("top_up", None)
+    return old
+
+
+def test_a_version_2_snapshot_loads_as_raised_without_top_up() -> None:
+    caller = finished_hb9()
+    caller.extend(27, top_up=False)
+    v3 = copy.deepcopy(caller.state)
+    v2 = _as_version_2(v3)
+    scheduler = make_scheduler(HB27, Limits())
+    assert scheduler.next_work(v2, caller.port) == scheduler.next_work(v3, caller.port)
+    assert scheduler.next_work(v2, caller.port)[0]["version"] == 3
+    # It goes on exactly as the version 3 snapshot does, and can be raised again (with a top-up).
+    plain = Caller(HB9)
+    plain.run()
+    plain.extend(27, top_up=False)
+    caller.state = v2
+    assert caller.run() == plain.run()
+    caller.extend(81)
+    plain.extend(81)
+    assert caller.run() == plain.run() and caller.state == plain.state
+
+
+def test_a_version_2_snapshot_of_a_study_never_raised_is_topped_up() -> None:
+    caller = finished_hb9()
+    caller.state = _as_version_2(caller.state)
+    assert caller.extend(27)[0] == Reuse(1, 9.0, kept("9", "27", 0, 2, "9", 27))
+    caller.run()
+    assert caller.state["budget_committed"] == 357
+
+
+# --- without top-up: raising a finished Hyperband study ------------------------------------
+
+
+def test_without_top_up_a_raise_continues_the_best_of_every_old_top_rung() -> None:
     caller = finished_hb9()
     committed = caller.state["budget_committed"]
-    actions = caller.extend(27)
+    actions = caller.extend(27, top_up=False)
     assert actions == [
         Promote(1, 3, 27.0, reuse("9", "27", 1, 1, 2, 1)),
         Promote(10, 2, 27.0, reuse("9", "27", 1, 1, 1, 1)),
@@ -204,7 +479,8 @@ def test_raising_a_finished_study_continues_the_best_of_every_old_top_rung() -> 
         "budget raised 9 -> 27: rank 1 of 1 at rung 2 (budget 9): top 1 promoted; "
         "continues from its checkpoint at 9 (saves 9)"
     )
-    assert caller.state["ladder"] == [{"max_budget": 9.0, "brackets": 3}, {"max_budget": 27.0, "brackets": 1}]
+    assert caller.state["ladder"] == [
+        {"max_budget": 9.0, "brackets": 3}, {"max_budget": 27.0, "brackets": 1, "top_up": False}]
     assert caller.state["open"] == {
         "0": {"n0": 9, "rung": 3, "entered": 1, "lost": []},
         "1": {"n0": 5, "rung": 2, "entered": 1, "lost": []},
@@ -222,7 +498,7 @@ def test_raising_a_finished_study_continues_the_best_of_every_old_top_rung() -> 
     assert caller.state["open"] == {} and caller.state["trials_created"] == 21
 
 
-def test_reopened_top_rung_quota_counts_results_only() -> None:
+def test_without_top_up_a_reopened_top_rung_quota_counts_results_only() -> None:
     # Trial 15 of bracket 2 (s=0) was lost before the raise: 2 results at its top, quota max(1, 2 // 3).
     caller = Caller(HB9)
     for _ in range(17):
@@ -232,17 +508,17 @@ def test_reopened_top_rung_quota_counts_results_only() -> None:
     for trial_id in [t for t in range(1, 18) if t != 15]:
         caller.report(trial_id, float(trial_id))
     caller.run()
-    actions = caller.extend(27)
+    actions = caller.extend(27, top_up=False)
     assert [a for a in actions if a.trial_id in (16, 17)] == [
         Promote(16, 1, 27.0, reuse("9", "27", 1, 2, 0, 1)),
         Stop(17, reuse("9", "27", 2, 2, 0, 1, promoted=False)),
     ]
 
 
-# --- raising a running Hyperband study -----------------------------------------------------
+# --- without top-up: raising a running Hyperband study -------------------------------------
 
 
-def test_raising_with_trials_in_flight_at_the_old_top_decides_that_rung_when_it_settles() -> None:
+def test_without_top_up_trials_in_flight_at_the_old_top_are_decided_when_that_rung_settles() -> None:
     caller = Caller(HB9)
     for _ in range(17):
         assert isinstance(caller.next_work(), NewTrial)
@@ -252,7 +528,7 @@ def test_raising_with_trials_in_flight_at_the_old_top_decides_that_rung_when_it_
     assert caller.report(15, 0.5) == [Finish(15, "reached the top rung 0 (budget 9)")]
     assert caller.report(16, 0.4) == [Finish(16, "reached the top rung 0 (budget 9)")]
     # Trial 17 is still training toward budget 9, bracket 1 is at rung 0, bracket 0 at rung 1.
-    assert caller.extend(27) == []  # nothing finished: every old top rung is decided when it settles
+    assert caller.extend(27, top_up=False) == []  # nothing finished: every old top rung is decided when it settles
     assert caller.report(17, 0.45) == [  # no Finish: 9 is no longer the top
         Promote(16, 1, 27.0, reuse("9", "27", 1, 3, 0, 1)),
         Stop(17, reuse("9", "27", 2, 3, 0, 1, promoted=False)),
@@ -274,10 +550,10 @@ def test_raising_with_trials_in_flight_at_the_old_top_decides_that_rung_when_it_
 # --- limits, raising twice, refusals ---------------------------------------------------------
 
 
-def test_a_raise_respects_the_total_budget() -> None:
+def test_without_top_up_a_raise_respects_the_total_budget() -> None:
     # The R=9 study spends 21 + 21 + 27 = 69; one continuation to 27 costs 18, a new trial 27.
     caller = finished_hb9(Limits(total_budget=69 + 18 + 10))
-    actions = caller.extend(27)
+    actions = caller.extend(27, top_up=False)
     assert actions == [
         Promote(1, 3, 27.0, reuse("9", "27", 1, 1, 2, 1)),
         Stop(10, BUDGET_EXHAUSTED),
@@ -290,19 +566,19 @@ def test_a_raise_respects_the_total_budget() -> None:
     assert log == [Finish(1, "reached the top rung 3 (budget 27)")]
 
 
-def test_raising_twice() -> None:
+def test_without_top_up_raising_twice() -> None:
     caller = finished_hb9()
-    caller.extend(27)
+    caller.extend(27, top_up=False)
     caller.run()
-    actions = caller.extend(81)
+    actions = caller.extend(81, top_up=False)
     # Every bracket now tops out at 81; the rung at 27 is where this raise reuses.
     assert [(a.trial_id, a.to_rung, a.budget) for a in actions if isinstance(a, Promote)] == [
         (1, 4, 81.0), (10, 3, 81.0), (15, 2, 81.0), (18, 1, 81.0)]
     assert all(a.reason.startswith("budget raised 27 -> 81: ") for a in actions)
     assert caller.rungs(0) == [1, 3, 9, 27, 81] and caller.rungs(3) == [27, 81] and caller.rungs(4) == [81]
     caller.run()
-    assert caller.state["ladder"] == [
-        {"max_budget": 9.0, "brackets": 3}, {"max_budget": 27.0, "brackets": 1}, {"max_budget": 81.0, "brackets": 1}]
+    assert caller.state["ladder"] == [{"max_budget": 9.0, "brackets": 3}, {"max_budget": 27.0, "brackets": 1,
+                                       "top_up": False}, {"max_budget": 81.0, "brackets": 1, "top_up": False}]
     assert [t for t, s in caller.status.items() if s == "completed"] == [1, 10, 15, 18, 22, 23, 24, 25, 26]
 
 
