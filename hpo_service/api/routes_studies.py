@@ -58,7 +58,11 @@ def get_study(study_id: IdPath, services: ServicesDep, caller: Reader) -> schema
 
 @router.patch("/studies/{study_id}", response_model=schemas.StudyOut, responses=BODY_ERRORS)
 def patch_study(study_id: IdPath, body: schemas.StudyPatchIn, services: ServicesDep, caller: Submitter) -> schemas.StudyOut:
-    """Raise max_budget: adds rungs and continues the best trials of the old top rung (iterative deepening)."""
+    """Raise max_budget (iterative deepening): adds rungs on top; every trial keeps its results. Hyperband
+    tops its old brackets up to the larger Hyperband's sizes (new configurations at the bottom rung,
+    successive halving again over old and new; promoted old trials resume from their checkpoints);
+    ASHA promotes from its old top rung as usual. Each kept trial is a `reuse` decision, and the
+    `extend` decision says what was saved."""
     services.studies.extend(study_id, body.max_budget, caller.project_id)
     return study_out(services.studies.get(study_id, caller.project_id))
 

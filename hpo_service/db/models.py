@@ -153,7 +153,9 @@ class RungResult(Base):
 
 
 class Decision(Base):
-    """Every promote / stop / finish / requeue / fail, with its reason."""
+    """Every scheduling and protocol decision, with its reason. ``kind``: per trial promote, stop,
+    finish, requeue, fail, reuse (kept with its results by a raise of max_budget); per study
+    (``trial_id`` NULL) extend (a raise) and the study's end (completed, failed, cancelled)."""
 
     __tablename__ = "decisions"
     __table_args__ = (Index("ix_decisions_study", "study_id", "id"), Index("ix_decisions_trial", "trial_id"))
