@@ -7,8 +7,8 @@ When each method is called
   ``InvalidInput`` when the sampler kind needs a package this process lacks
   (check that at study creation with ``ensure_sampler_available``).
 - ``observe(observations)`` before each proposal, with the rung results whose
-  ``seq`` is above ``last_seq``; anything already seen is ignored, so passing
-  overlapping batches is safe.
+  ``seq`` is above ``last_seq``; anything at or below ``last_seq`` is ignored
+  (seen already), so passing overlapping batches is safe.
 - ``propose(trial_number)`` when the scheduler asks for a new configuration.
 
 A proposal is a pure function of (seed, trial_number, the observations in the
@@ -23,6 +23,13 @@ them (``cmaes`` needs 10: its warm start keeps the top 10%) and sample at random
 until one does. ``random`` never models; ``qmc`` always returns the Sobol point
 whose index is the trial number (a counter would repeat points after a restart).
 A Proposer is safe to share between threads: calls are serialised by a lock.
+
+Memory (finding F17): a Proposer keeps O(1) per observation only where a model
+reads it. ``random`` and ``qmc`` keep counts only. ``tpe`` and ``gp`` keep each
+observation of a rung as a FrozenTrial (about 2.6 KB) and ``cmaes`` a projected
+one (about 0.9 KB), but only for the model rung and the rungs above it: the model
+rung only ever moves up (counts only grow), so a rung below it is never modelled
+again and keeps just its count.
 """
 
 from __future__ import annotations
@@ -78,11 +85,16 @@ def ensure_sampler_available(kind: SamplerKind) -> None:
 class _Rung:
     """One rung's accepted observations, in the form the sampler kind reads them."""
 
-    def __init__(self, with_study: bool) -> None:
+    def __init__(self, with_study: bool, keeps: bool = True) -> None:
         self.count = 0
         self.failed_asks = 0
-        self.study = _new_study(None) if with_study else None
+        self.keeps = keeps  # False once the rung is below the model rung: only its count matters
+        self.study = _new_study(None) if with_study and keeps else None
         self.cma_trials: list[FrozenTrial] = []  # projected onto CMA-ES's numeric params
+
+    def release(self) -> None:
+        """Stop keeping observations: the rung will never be modelled again."""
+        self.keeps, self.study, self.cma_trials, self.failed_asks = False, None, [], 0
 
 
 class Proposer:
@@ -113,7 +125,6 @@ class Proposer:
         template_params = {name: _any_value(dist) for name, dist in self._space.items()}
         self._template = create_trial(params=template_params, distributions=self._space, value=0.0)
         self._rungs: dict[int, _Rung] = {}
-        self._seen: set[int] = set()
         self._last_seq = -1
         self._version = 0
         self._skipped = 0
@@ -141,14 +152,18 @@ class Proposer:
             return self._model_rung()
 
     def observe(self, observations: Iterable[Observation]) -> None:
-        """Add the observations not seen before (by ``seq``), oldest first."""
+        """Add the observations whose ``seq`` is above ``last_seq``, oldest first.
+
+        Only the highest ``seq`` is remembered, not every one seen (that set grew by about
+        70 bytes an observation, forever): an observation at or below ``last_seq`` counts as
+        seen. The one caller loads rows with ``seq > last_seq``, so nothing it passes is lost.
+        """
         with self._lock:
             added = False
-            for obs in sorted((o for o in observations if o.seq not in self._seen), key=lambda o: o.seq):
-                if obs.seq in self._seen:  # the same seq twice in one batch
+            for obs in sorted((o for o in observations if o.seq > self._last_seq), key=lambda o: o.seq):
+                if obs.seq <= self._last_seq:  # the same seq twice in one batch
                     continue
-                self._seen.add(obs.seq)
-                self._last_seq = max(self._last_seq, obs.seq)
+                self._last_seq = obs.seq
                 added = self._add(obs) or added
             if added:
                 self._version += 1
@@ -179,6 +194,11 @@ class Proposer:
         ready = [index for index, rung in self._rungs.items() if rung.count >= self._min_observations]
         return max(ready, default=None)
 
+    def _release_rungs_below(self, model: int) -> None:
+        for index, rung in self._rungs.items():
+            if index < model and rung.keeps:
+                rung.release()
+
     def _add(self, obs: Observation) -> bool:
         try:
             if not math.isfinite(obs.score):
@@ -192,8 +212,14 @@ class Proposer:
             return False
         rung = self._rungs.get(obs.rung)
         if rung is None:
-            rung = self._rungs[obs.rung] = _Rung(with_study=self._kind in ("tpe", "gp"))
+            model = self._model_rung()
+            rung = self._rungs[obs.rung] = _Rung(with_study=self._kind in ("tpe", "gp"),
+                                                 keeps=model is None or obs.rung >= model)
         rung.count += 1
+        if not rung.keeps:
+            return True
+        if rung.count == self._min_observations and self._model_rung() == obs.rung:
+            self._release_rungs_below(obs.rung)  # during the batch: a rebuild never holds them all
         if rung.study is not None:
             rung.study.add_trial(trial)
         if self._kind == "cmaes" and self._cma_space:
