@@ -90,7 +90,7 @@ def serve(
     import uvicorn
 
     from hpo_service.api.app import create_app
-    from hpo_service.api.startup import freeze_startup_heap, prepare_server
+    from hpo_service.api.startup import freeze_startup_heap, limit_malloc_arenas, prepare_server
     from hpo_service.db.migrate import upgrade_if_needed
     from hpo_service.errors import SchemaOutdated
     from hpo_service.settings import Settings
@@ -108,6 +108,7 @@ def serve(
     # Open dashboard pages hold a live-event stream; do not let them delay a shutdown for long.
     graceful_s = 5
     if processes == 1:
+        limit_malloc_arenas()
         app = create_app(settings)
         freeze_startup_heap()
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=graceful_s)

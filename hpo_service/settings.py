@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     # Long-poll: how often a waiting lease request re-checks for work.
     lease_poll_seconds: float = 0.2
     max_lease_wait_seconds: float = 60.0
+    # At start-up, the dashboard's incremental views (history, per-rung totals) of this many
+    # running studies, the most recently updated first, are built in the background (0: none).
+    dashboard_warm_studies: int = 5
     # Where an embedded server writes the admin token it creates on first start.
     token_file: Path = DEFAULT_HOME / "admin-token"
 

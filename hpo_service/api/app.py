@@ -17,6 +17,7 @@ from hpo_service.api.errors import install_error_handlers
 from hpo_service.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from hpo_service.api.routes_access import router as access_router
 from hpo_service.api.routes_dashboard import router as dashboard_router
+from hpo_service.api.routes_dashboard import warm_dashboard_in_background
 from hpo_service.api.routes_studies import router as studies_router
 from hpo_service.api.routes_workers import router as workers_router
 from hpo_service.api.services import Services, build_services
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.signal.bind(asyncio.get_running_loop())
         app.state.services = services
         sweeper = asyncio.create_task(_sweep_expired_leases(services))
+        warm_dashboard_in_background(app)
         try:
             yield
         finally:

@@ -6,10 +6,11 @@ downsampling contract of each is in its description (and in the OpenAPI docs).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from hpo_service.api import schemas
@@ -38,13 +39,29 @@ STREAM_ERRORS: dict[int | str, dict[str, Any]] = {
     for code in (401, 403, 404, 422, 429)}
 
 
-def get_dashboard(request: Request) -> DashboardService:
-    """One DashboardService (and its cache) per app, made on first use."""
-    state = request.app.state
+def dashboard_of(app: FastAPI) -> DashboardService:
+    """One DashboardService (and its cache) per app lifespan, made on first use."""
+    state = app.state
     if getattr(state, "dashboard", None) is None:
         state.dashboard = DashboardService(state.services.context)
     dashboard: DashboardService = state.dashboard
     return dashboard
+
+
+def get_dashboard(request: Request) -> DashboardService:
+    return dashboard_of(request.app)
+
+
+def warm_dashboard_in_background(app: FastAPI) -> threading.Thread | None:
+    """Start building the views of the running studies (DashboardService.warm) on a daemon
+    thread, so that the first page opened after a restart finds them; None when disabled."""
+    studies = app.state.services.context.settings.dashboard_warm_studies
+    if studies <= 0:
+        return None
+    dashboard = dashboard_of(app)
+    thread = threading.Thread(target=dashboard.warm, args=(studies,), name="hpo-dashboard-warm", daemon=True)
+    thread.start()
+    return thread
 
 
 def get_hub(request: Request, dashboard: Annotated[DashboardService, Depends(get_dashboard)]) -> LiveHub:
