@@ -76,6 +76,11 @@ async def _close_dashboard(app: FastAPI) -> None:
     dashboard = getattr(app.state, "dashboard", None)
     if dashboard is not None:
         dashboard.background.close()
+        dashboard.stop_warming.set()
+    warming = getattr(app.state, "dashboard_warming", None)
+    if warming is not None:  # its connection must go back to the pool before the engine is disposed
+        await asyncio.to_thread(warming.join, 30)
+    app.state.dashboard_warming = None
     # Both hold the services of this lifespan: a restarted lifespan (same app, same process) makes new ones.
     app.state.live_hub = None
     app.state.dashboard = None
@@ -92,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.signal.bind(asyncio.get_running_loop())
         app.state.services = services
         sweeper = asyncio.create_task(_sweep_expired_leases(services))
-        warm_dashboard_in_background(app)
+        app.state.dashboard_warming = warm_dashboard_in_background(app)
         try:
             yield
         finally:

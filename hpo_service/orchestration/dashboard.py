@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass, field
@@ -57,6 +58,7 @@ class DashboardService:
     ctx: Context
     cache: VersionCache = field(default_factory=VersionCache)
     background: Background = field(default_factory=Background)
+    stop_warming: threading.Event = field(default_factory=threading.Event)  # set when the server stops
 
     def _read(self, use_case: Callable[[Session], T]) -> T:
         return self.ctx.run(use_case)
@@ -70,6 +72,8 @@ class DashboardService:
         started = time.monotonic()
         try:
             for study_id in self._read(lambda s: dq.running_study_ids(s, studies)) if studies > 0 else []:
+                if self.stop_warming.is_set():
+                    break
                 self.history(study_id, HISTORY_WARM_POINTS)
                 self.hyperband(study_id)
                 warmed.append(study_id)
