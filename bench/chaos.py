@@ -38,7 +38,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import shlex
-import signal
 import statistics
 import sys
 import tempfile
@@ -109,13 +108,9 @@ def details_section(result: Any) -> list[str]:
     return lines
 
 
-def _interrupt(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
-
 
 def main() -> int:
-    # SIGTERM (a job stopped from outside) cleans up like Ctrl-C: processes stopped, databases dropped.
-    signal.signal(signal.SIGTERM, _interrupt)
+    common.stop_on_sigterm()
     from tests.chaos.scenarios import CI, LONG, SCENARIOS, run_scenario
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],

@@ -325,3 +325,12 @@ def cpu_count() -> int:
     with contextlib.suppress(AttributeError):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a job stopped from outside) cleans up like Ctrl-C: processes stopped, databases dropped."""
+    signal.signal(signal.SIGTERM, _interrupt)

@@ -40,7 +40,6 @@ import datetime as dt
 import json
 import random
 import shlex
-import signal
 import sys
 import tempfile
 import time
@@ -425,13 +424,9 @@ def _commit() -> str:
     return (result.stdout.strip() or "?") + (" (+ uncommitted changes)" if dirty else "")
 
 
-def _interrupt(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
-
 
 def main() -> int:
-    # SIGTERM (a job stopped from outside) cleans up like Ctrl-C: processes stopped, databases dropped.
-    signal.signal(signal.SIGTERM, _interrupt)
+    common.stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", type=int, nargs="+", default=[1, 2], help="API process counts to run (1 2)")

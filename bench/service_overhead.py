@@ -697,8 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     WINDOW = args.window
     started, t_start = dt.datetime.now(dt.UTC), time.monotonic()
     command = shlex.join(["python", *sys.argv])
-    # Ctrl-C and SIGTERM both unwind through the `finally`s: workers, server, databases.
-    signal.signal(signal.SIGTERM, _interrupt)
+    common.stop_on_sigterm()  # Ctrl-C and SIGTERM both unwind through the `finally`s
 
     admin = common.admin_url(args.database_url)
     env = environment(admin)
@@ -791,9 +790,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {out}" + (f" and {chart}" if chart else "") + f" ({wall / 60:.1f} min)", file=sys.stderr)
     return 0
 
-
-def _interrupt(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _print_run(r: RunResult) -> None:

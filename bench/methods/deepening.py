@@ -39,7 +39,7 @@ import math
 from typing import Any
 
 from bench.lcbench import MAX_EPOCHS
-from bench.methods.budget import Ledger, Segment, epochs_of
+from bench.methods.budget import Ledger, Segment
 from bench.methods.service import ETA, Backend, MemoryBackend, run_sequential, study_spec
 
 # What the sample-efficiency report says of the method.

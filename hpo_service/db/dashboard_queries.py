@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, aliased
 
 from hpo_service.db.models import Decision, Report, RungResult, Study, Trial
 from hpo_service.db.models_dashboard import Worker
+from hpo_service.domain.states import StudyStatus, TrialState
 
 # A worker row is rewritten at most this often unless its trial changes: the lease
 # long-poll asks several times a second, and liveness needs no finer grain.
@@ -171,7 +172,7 @@ def trial_numbers(session: Session, trial_ids: Sequence[int]) -> dict[int, int]:
 
 def running_study_ids(session: Session, limit: int) -> list[int]:
     """The running studies, the most recently updated first."""
-    query = select(Study.id).where(Study.status == "running").order_by(Study.updated_at.desc(), Study.id.desc())
+    query = select(Study.id).where(Study.status == StudyStatus.RUNNING.value).order_by(Study.updated_at.desc(), Study.id.desc())
     return [int(i) for i in session.execute(query.limit(limit)).scalars()]
 
 
@@ -286,8 +287,8 @@ def rung_totals(session: Session, study_id: int, lo: int = 0,
 
 def first_open_trial_id(session: Session, study_id: int) -> int | None:
     """The oldest trial that is not in a final state (index ix_trials_study_state), or None."""
-    query = select(func.min(Trial.id)).where(Trial.study_id == study_id,
-                                             Trial.state.in_(("pending", "running", "paused")))
+    open_states = [state.value for state in TrialState if not state.is_final]
+    query = select(func.min(Trial.id)).where(Trial.study_id == study_id, Trial.state.in_(open_states))
     found = session.execute(query).scalar_one_or_none()
     return None if found is None else int(found)
 

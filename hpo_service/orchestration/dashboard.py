@@ -30,7 +30,7 @@ from hpo_service.orchestration import dashboard_views as views
 from hpo_service.orchestration.context import Context
 from hpo_service.orchestration.dashboard_cache import Background, VersionCache
 from hpo_service.orchestration.dashboard_history import LATE_COMMIT_S, HistoryLog, Point
-from hpo_service.orchestration.dashboard_rungs import RungTotals
+from hpo_service.orchestration.dashboard_rungs import RungTotals, ledger_terms
 from hpo_service.orchestration.studies import load_study, load_trial
 from hpo_service.orchestration.transfer_report import transfer_report
 from hpo_service.sampling.importance import EVALUATORS, evaluator_available, param_importances
@@ -89,13 +89,11 @@ class DashboardService:
 
     def _rung_totals(self, session: Session, study: Any) -> RungTotals:
         """The study's per-rung totals (dashboard_rungs: final trials are summed once and kept)."""
-        signature = (study.created_at, study.spec["scheduler"]["max_budget"])
-        ladder = (study.scheduler_state or {}).get("ladder")
-        raised = isinstance(ladder, list) and len(ladder) > 1  # its finished trials may still change
+        signature, keep = ledger_terms(study)
 
         def read() -> RungTotals:
             cutoff = self.ctx.clock() - timedelta(seconds=LATE_COMMIT_S)
-            return self.cache.rung_ledger(study.id).read(session, study.id, signature, cutoff, keep=not raised)
+            return self.cache.rung_ledger(study.id).read(session, study.id, signature, cutoff, keep=keep)
 
         # One read per study version serves every view of a page load (Hyperband, levels, top trials).
         return self.cache.get(("rung-totals", study.id), study.version, 1.0, read)

@@ -26,6 +26,7 @@ from collections import defaultdict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -66,6 +67,15 @@ class RungTotals:
                 per_budget[budget] += n
             self._levels = sorted(per_budget.items(), reverse=True)
         return self._levels
+
+
+def ledger_terms(study: Any) -> tuple[Hashable, bool]:
+    """(signature, keep) of a study row for ``RungLedger.read``: the kept totals belong to one
+    study and one ``max_budget``, and a study that was ever raised (its scheduler snapshot's
+    ladder has more than one step) keeps nothing."""
+    ladder = (study.scheduler_state or {}).get("ladder")
+    raised = isinstance(ladder, list) and len(ladder) > 1
+    return (study.created_at, study.spec["scheduler"]["max_budget"]), not raised
 
 
 @dataclass

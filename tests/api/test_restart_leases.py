@@ -22,19 +22,11 @@ from hpo_service.api.services import Services
 from hpo_service.api.startup import bootstrap_token
 from hpo_service.db.migrate import upgrade
 from hpo_service.settings import Settings
+from tests.support.specs import one_trial_spec
 
 LEASE_S = 30
 
-SPEC: dict[str, Any] = {
-    "name": "restart",
-    "objective": {"metric": "loss", "direction": "minimize"},
-    "search_space": {"x": {"type": "float", "low": 0, "high": 1}},
-    "scheduler": {"kind": "random", "min_budget": 1, "max_budget": 3, "eta": 3},
-    "sampler": {"kind": "random", "seed": 1},
-    "trainer": {"name": "synthetic", "params": {}},
-    "limits": {"max_trials": 1},
-    "retry": {"lease_seconds": LEASE_S, "max_attempts": 3},
-}
+SPEC: dict[str, Any] = one_trial_spec("restart", lease_seconds=LEASE_S, max_attempts=3)
 
 
 class Clock:

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from hpo_service.api.startup import bootstrap_token
 from hpo_service.client import HpoClient
 from hpo_service.errors import HpoError, ServiceUnavailable
 from hpo_service.settings import Settings
+from tests.e2e.harness import free_port, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,23 +39,6 @@ TRACEBACK = "Traceback (most recent call last)"
 HANDLED_BEFORE_TRACEBACK = ("lease expiry sweep failed; retrying",)
 # Lines in a worker log that mean the server answered 5xx other than a clean 503.
 WORKER_ERROR_PATTERN = re.compile(r"HTTP 5(?!03)\d\d")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass
@@ -128,7 +112,7 @@ class Cluster:
                     return bool(client.health())
                 except HpoError:
                     return False
-            wait_until(healthy, timeout, f"the server on port {port} to answer")
+            wait_for(healthy, timeout, f"the server on port {port} to answer")
         return url
 
     def server(self, port: int) -> Proc:
@@ -279,7 +263,7 @@ def pg_outage(admin_url: str, database: str, mode: str, outage_s: float = 2.0) -
                            check=True, capture_output=True, timeout=120)
         finally:
             _ensure_cluster_up(version, name)
-        wait_until(lambda: _can_connect(admin_url), 60, "PostgreSQL to accept connections again")
+        wait_for(lambda: _can_connect(admin_url), 60, "PostgreSQL to accept connections again")
         return time.monotonic() - start
     with _admin(admin_url) as conn:
         conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(database)))
@@ -314,4 +298,4 @@ def wait_healthy(client: HpoClient, timeout: float = 60.0) -> None:
             return bool(client.health())
         except (ServiceUnavailable, HpoError):
             return False
-    wait_until(ok, timeout, "the server to answer")
+    wait_for(ok, timeout, "the server to answer")

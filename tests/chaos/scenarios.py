@@ -31,8 +31,8 @@ from hpo_service.client import HpoClient
 from hpo_service.db.migrate import upgrade
 from hpo_service.errors import Conflict, StaleLease
 from tests.chaos.audit import Audit, StudyRows, _utc, audit_study, read_study
-from tests.chaos.baseline import Reference, reference_for
-from tests.chaos.cluster import Cluster, Proc, free_port, pg_outage, pg_outage_mode, wait_until
+from tests.chaos.baseline import reference_for
+from tests.chaos.cluster import Cluster, Proc, free_port, pg_outage, pg_outage_mode, wait_for
 from tests.support.postgres import database_name
 
 
@@ -140,7 +140,7 @@ class Run:
         return self.api.get_study(self.study_id)["status"] == "running"
 
     def wait_done(self) -> None:
-        wait_until(lambda: not self.running(), self.scale.timeout_s, f"study {self.name} to finish", interval=0.5)
+        wait_for(lambda: not self.running(), self.scale.timeout_s, f"study {self.name} to finish", interval=0.5)
 
     def sleep_while_running(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; False as soon as the study is no longer running."""
@@ -239,7 +239,7 @@ def worker_sigstop(run: Run, rng: random.Random) -> tuple[str, list[Fault], dict
                 now["trial"]["state"] in ("completed", "stopped", "failed"))
 
         try:
-            wait_until(segment_done_by_another, 120, "another worker to finish the frozen worker's segment", 0.3)
+            wait_for(segment_done_by_another, 120, "another worker to finish the frozen worker's segment", 0.3)
         finally:
             run.cluster.thaw(victim)
         thawed = time.monotonic()
@@ -270,7 +270,7 @@ def _stale_lease_holder(run: Run) -> dict[str, Any]:
         detail = run.api.get_trial(trial_id)
         return detail["trial"]["attempt"] > grant["attempt"] and any(r["rung"] == rung for r in detail["rung_results"])
 
-    wait_until(finished_by_another, 120, "the zombie's trial to be finished by a real worker", 0.3)
+    wait_for(finished_by_another, 120, "the zombie's trial to be finished by a real worker", 0.3)
     before = run.api.get_trial(trial_id)
     outcome: dict[str, Any] = {"ran": True, "trial_id": trial_id}
     step = grant["budget_to"]
@@ -299,14 +299,19 @@ def server_restart(run: Run, rng: random.Random) -> tuple[str, list[Fault], dict
     faults: list[Fault] = []
     while len(faults) < run.scale.restarts and run.sleep_while_running(run.scale.fault_interval_s):
         fault = Fault("SIGKILL API server, restart on the same port", utc_now(), whole_service=True)
-        started = time.monotonic()
-        run.cluster.kill_server(port)
-        time.sleep(run.scale.server_down_s)
-        run.cluster.start_server(port)
-        fault.down_s = time.monotonic() - started
+        fault.down_s = _kill_and_restart_server(run, port)
         faults.append(fault)
     run.wait_done()
     return "SIGKILL of the API server, restarted on the same port", faults, {}
+
+
+def _kill_and_restart_server(run: Run, port: int) -> float:
+    """SIGKILL the API server on ``port``, wait the scale's outage, start it again; seconds it was down."""
+    started = time.monotonic()
+    run.cluster.kill_server(port)
+    time.sleep(run.scale.server_down_s)
+    run.cluster.start_server(port)
+    return time.monotonic() - started
 
 
 def postgres_restart(run: Run, rng: random.Random) -> tuple[str, list[Fault], dict[str, Any]]:
@@ -337,11 +342,7 @@ def two_api_servers(run: Run, rng: random.Random) -> tuple[str, list[Fault], dic
     while len(faults) < run.scale.restarts and run.sleep_while_running(run.scale.fault_interval_s * 1.5):
         port = ports[len(faults) % 2]
         fault = Fault("SIGKILL one of two API servers, restart it", utc_now(), note=f"port {port}")
-        started = time.monotonic()
-        run.cluster.kill_server(port)
-        time.sleep(run.scale.server_down_s)
-        run.cluster.start_server(port)
-        fault.down_s = time.monotonic() - started
+        fault.down_s = _kill_and_restart_server(run, port)
         faults.append(fault)
     run.wait_done()
     segments = {url: sum(len(re.findall(r"trial \d+ \(study \d+\) attempt", p.log_text())) for p in procs)

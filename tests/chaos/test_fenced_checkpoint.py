@@ -25,20 +25,12 @@ from hpo_service.errors import ServiceUnavailable
 from hpo_service.workers.checkpoints import FileCheckpointStore
 from hpo_service.workers.loop import WorkerLoop
 from hpo_service.workers.trainer import Reporter, TrainRequest, TrainResult
-from tests.chaos.cluster import wait_until
+from tests.chaos.cluster import wait_for
 from tests.chaos.inprocess import running_app, sdk_client
+from tests.support.specs import one_trial_spec
 from trainers.synthetic.config import SyntheticConfig
 
-SPEC: dict[str, Any] = {
-    "name": "fenced-checkpoint",
-    "objective": {"metric": "loss", "direction": "minimize"},
-    "search_space": {"x": {"type": "float", "low": 0, "high": 1}},
-    "scheduler": {"kind": "random", "min_budget": 1, "max_budget": 3, "eta": 3},
-    "sampler": {"kind": "random", "seed": 1},
-    "trainer": {"name": "synthetic", "params": {}},
-    "limits": {"max_trials": 1},
-    "retry": {"lease_seconds": 1, "max_attempts": 5},
-}
+SPEC: dict[str, Any] = one_trial_spec("fenced-checkpoint", lease_seconds=1, max_attempts=5)
 
 
 class OwnerTrainer:
@@ -97,7 +89,7 @@ def test_a_fenced_worker_cannot_replace_the_checkpoint_of_the_new_lease_holder(t
             assert trainer.stalled.wait(30)
 
             # The lease runs out; the trial is requeued, leased by a healthy worker, and finished.
-            wait_until(lambda: new.get_trial(lease["trial_id"])["trial"]["state"] == "pending", 30, "the requeue")
+            wait_for(lambda: new.get_trial(lease["trial_id"])["trial"]["state"] == "pending", 30, "the requeue")
             grant = new.lease("new-holder", wait_s=5, studies=[study["id"]])
             assert grant is not None and grant["trial_id"] == lease["trial_id"]
             healthy = WorkerLoop(new, store, worker_id="new-holder",

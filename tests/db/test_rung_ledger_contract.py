@@ -18,7 +18,7 @@ from hpo_service.db import dashboard_queries as dq
 from hpo_service.db.models import Trial
 from hpo_service.domain.states import StudyStatus
 from hpo_service.orchestration.dashboard_history import LATE_COMMIT_S
-from hpo_service.orchestration.dashboard_rungs import RungLedger, RungTotals
+from hpo_service.orchestration.dashboard_rungs import RungLedger, RungTotals, ledger_terms
 from tests.db.conftest import Service
 from tests.db.test_protocol_contract import make_spec, run_segment
 
@@ -30,12 +30,10 @@ def full_count(service: Service, study_id: int) -> tuple[Counter[Any], Counter[A
 
 
 def read(service: Service, ledger: RungLedger, study_id: int) -> RungTotals:
-    study = service.studies.get(study_id).study
-    signature = (study.created_at, study.spec["scheduler"]["max_budget"])
-    raised = len(study.scheduler_state["ladder"]) > 1  # as DashboardService._rung_totals decides
+    signature, keep = ledger_terms(service.studies.get(study_id).study)  # as DashboardService does
     cutoff = service.clock() - timedelta(seconds=LATE_COMMIT_S)
     with service.context.transaction() as session:
-        return ledger.read(session, study_id, signature, cutoff, keep=not raised)
+        return ledger.read(session, study_id, signature, cutoff, keep=keep)
 
 
 def assert_same(service: Service, ledger: RungLedger, study_id: int) -> RungTotals:
