@@ -90,7 +90,12 @@ def serve(
     import uvicorn
 
     from hpo_service.api.app import create_app
-    from hpo_service.api.startup import freeze_startup_heap, limit_malloc_arenas, prepare_server
+    from hpo_service.api.startup import (
+        freeze_startup_heap,
+        limit_malloc_arenas,
+        prepare_server,
+        start_malloc_trimming,
+    )
     from hpo_service.db.migrate import upgrade_if_needed
     from hpo_service.errors import SchemaOutdated
     from hpo_service.settings import Settings
@@ -111,6 +116,7 @@ def serve(
         limit_malloc_arenas()
         app = create_app(settings)
         freeze_startup_heap()
+        start_malloc_trimming()
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=graceful_s)
         return
     # Several processes: each builds its app from the environment (the protocol is safe with

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 from hpo_service.db.engine import make_engine, make_session_factory
 from hpo_service.db.migrate import check_schema
@@ -105,19 +109,62 @@ def limit_malloc_arenas(arenas: int = SERVER_MALLOC_ARENAS) -> bool:
     two arenas halve the growth). Python's own allocator (pymalloc) does the small objects anyway.
     Must run before the server starts its threads; a no-op where MALLOC_ARENA_MAX is set.
     """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    libc = _glibc()
+    return bool(libc is not None and libc.mallopt(_M_ARENA_MAX, arenas) == 1)
+
+
+# How often the server hands freed heap memory back to the system (glibc's malloc_trim).
+MALLOC_TRIM_SECONDS = 60.0
+
+
+def _glibc() -> Any:
+    """glibc through ctypes, or None elsewhere (musl, macOS, Windows)."""
     import ctypes
     import ctypes.util
-    import os
-    import sys
 
-    if not sys.platform.startswith("linux") or os.environ.get("MALLOC_ARENA_MAX"):
-        return False
+    if not sys.platform.startswith("linux"):
+        return None
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
-        return bool(libc is not None and libc.mallopt(_M_ARENA_MAX, arenas) == 1)
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def trim_malloc() -> bool:
+    """Give the free pages inside glibc's heaps back to the system; True where it did (glibc only).
+
+    glibc returns memory to the system only from the top of a heap: freed blocks below the
+    highest live one stay resident. A server that builds and drops large responses all day
+    (the dashboard's views, JSON bodies) keeps the high-water mark of its fragments as resident
+    memory; ``malloc_trim(0)`` releases every free page in every arena (finding F17,
+    bench/memory_growth.py prints RSS before and after it). It takes each arena's lock briefly and
+    releases the GIL (a ctypes call), so a call a minute costs the requests nothing measurable.
+    """
+    libc = _glibc()
+    if libc is None:
         return False
+    libc.malloc_trim(0)
+    return True
+
+
+def start_malloc_trimming(interval_s: float = MALLOC_TRIM_SECONDS) -> threading.Thread | None:
+    """``trim_malloc`` every ``interval_s`` seconds on a daemon thread, for the process's life
+    (None where it is not glibc). Only `hpo serve` does this: it is the long-lived process."""
+    if _glibc() is None:
+        return None
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval_s)
+            trim_malloc()
+
+    thread = threading.Thread(target=loop, name="malloc-trim", daemon=True)
+    thread.start()
+    return thread
 
 
 def create_served_app() -> object:
@@ -127,4 +174,5 @@ def create_served_app() -> object:
     limit_malloc_arenas()
     app = create_app()
     freeze_startup_heap()
+    start_malloc_trimming()
     return app

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from hpo_service.db.any_of import any_of
 from hpo_service.db.models import Decision, Report, Study, Trial
 from hpo_service.db.models_dashboard import Worker
 
@@ -23,7 +24,7 @@ def heads(session: Session, study_ids: Sequence[int]) -> tuple[tuple[Any, ...], 
         select(func.max(Worker.last_seen)).scalar_subquery().label("workers_at"),
     ).subquery()
     query = select(glob, Study.id, Study.version, Study.status).select_from(glob).outerjoin(
-        Study, Study.id.in_(list(study_ids) or [-1])
+        Study, any_of(session, Study.id, list(study_ids) or [-1])
     )
     rows = session.execute(query).all()
     versions = {int(r.id): (int(r.version), str(r.status)) for r in rows if r.id is not None}

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
+from hpo_service.db.any_of import any_of
 from hpo_service.db.models import Decision, Report, RungResult, Study, Trial
 from hpo_service.db.models_dashboard import Worker
 from hpo_service.domain.states import StudyStatus, TrialState
@@ -96,7 +97,7 @@ def running_trials_of(session: Session, worker_ids: Sequence[str]) -> list[tuple
         return []
     query = (
         select(Trial, Study.name).join(Study, Study.id == Trial.study_id)
-        .where(Trial.state == "running", Trial.lease_owner.in_(list(worker_ids)))
+        .where(Trial.state == "running", any_of(session, Trial.lease_owner, worker_ids))
     )
     return [(trial, name) for trial, name in session.execute(query)]
 
@@ -166,7 +167,7 @@ def result_count(session: Session, study_id: int) -> int:
 def trial_numbers(session: Session, trial_ids: Sequence[int]) -> dict[int, int]:
     if not trial_ids:
         return {}
-    query = select(Trial.id, Trial.number).where(Trial.id.in_(list(trial_ids)))
+    query = select(Trial.id, Trial.number).where(any_of(session, Trial.id, trial_ids))
     return {int(i): int(n) for i, n in session.execute(query)}
 
 
@@ -194,14 +195,14 @@ def sampled_trial_ids(session: Session, study_id: int, stride: int, limit: int, 
     numbers = list(range(0, created, stride))[:limit]
     if not numbers:
         return []
-    query = select(Trial.id).where(Trial.study_id == study_id, Trial.number.in_(numbers))
+    query = select(Trial.id).where(Trial.study_id == study_id, any_of(session, Trial.number, numbers))
     return [int(t) for t in session.execute(query.order_by(Trial.number)).scalars()]
 
 
 def trials_by_id(session: Session, trial_ids: Sequence[int]) -> list[Trial]:
     if not trial_ids:
         return []
-    return list(session.execute(select(Trial).where(Trial.id.in_(list(trial_ids)))).scalars())
+    return list(session.execute(select(Trial).where(any_of(session, Trial.id, trial_ids))).scalars())
 
 
 def thinned_reports(session: Session, trial_ids: Sequence[int], max_points: int) -> list[tuple[Any, ...]]:
@@ -213,7 +214,7 @@ def thinned_reports(session: Session, trial_ids: Sequence[int], max_points: int)
     count = func.count().over(partition_by=Report.trial_id)
     inner = (
         select(Report.trial_id, Report.step, Report.attempt, Report.metrics, index.label("i"), count.label("n"))
-        .where(Report.trial_id.in_(list(trial_ids))).subquery()
+        .where(any_of(session, Report.trial_id, trial_ids)).subquery()
     )
     stride = (inner.c.n + (max_points - 3)) / (max_points - 1)  # integer ceil((n - 1) / (m - 1))
     keep = or_(inner.c.n <= max_points, inner.c.i % stride == 0, inner.c.i == inner.c.n - 1)
@@ -241,14 +242,14 @@ def attempts_of(session: Session, trial_id: int) -> list[tuple[Any, ...]]:
 def rung_results_of(session: Session, trial_ids: Sequence[int]) -> list[RungResult]:
     if not trial_ids:
         return []
-    query = select(RungResult).where(RungResult.trial_id.in_(list(trial_ids))).order_by(RungResult.rung)
+    query = select(RungResult).where(any_of(session, RungResult.trial_id, trial_ids)).order_by(RungResult.rung)
     return list(session.execute(query).scalars())
 
 
 def decisions_of(session: Session, trial_ids: Sequence[int], limit: int) -> list[Decision]:
     if not trial_ids:
         return []
-    query = select(Decision).where(Decision.trial_id.in_(list(trial_ids))).order_by(Decision.id).limit(limit)
+    query = select(Decision).where(any_of(session, Decision.trial_id, trial_ids)).order_by(Decision.id).limit(limit)
     return list(session.execute(query).scalars())
 
 

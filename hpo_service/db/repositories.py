@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from hpo_service.db.any_of import any_of
 from hpo_service.db.models import Decision, Report, RungResult, Study, Trial
 from hpo_service.domain.queries import TrialFilter
 from hpo_service.domain.states import StudyStatus, TrialState
@@ -59,7 +60,7 @@ def running_study_ids(session: Session, only: Sequence[int] | None, project_id: 
     if project_id is not None:
         query = query.where(Study.project_id == project_id)
     if only:
-        query = query.where(Study.id.in_(list(only)))
+        query = query.where(any_of(session, Study.id, only))
     return list(session.execute(query).scalars())
 
 
