@@ -28,7 +28,8 @@ Usage (from the repository root):
     .venv/bin/python bench/load.py --servers 1 --seconds 30      # a quick look
     .venv/bin/python bench/load.py --saturate 60                 # plus 60 s unpaced (reports back to back)
                                                                  # with 1 and 2 processes: the ceiling
-Writes bench/results/load.md (--out) and prints the same tables.
+Writes bench/results/load.md (--out) and prints the same tables; the API processes' memory over
+the run is charted next to it (load.png; bench/load_memory.py).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` and `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common  # noqa: E402
+from bench import common, load_memory  # noqa: E402
 
 DEFAULT_OUT = common.REPO_ROOT / "bench" / "results" / "load.md"
 LEASE_SECONDS = 60.0
@@ -400,9 +401,16 @@ def write_report(results: list[RunResult], args: argparse.Namespace, admin: str,
         errors = {e: n for e, n in _count_errors(result).items()}
         if errors:
             parts += ["Errors by kind: " + ", ".join(f"{k}: {v}" for k, v in errors.items()), ""]
+    memory = {f"{r.label}, server {i}": series for r in results for i, series in enumerate(r.rss_mb)}
+    png = out.with_suffix(".png")
+    parts += ["## API process memory", "",
+              "Growth per 10-minute window of the measured time (bench/load_memory.py; a process fills its "
+              "pools and caches in its first minutes, so flat means the later windows, not start -> end):", "",
+              load_memory.growth_table(memory), "", f"![API process RSS over the run]({png.name})", ""]
     text = "\n".join(parts)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+    load_memory.draw_chart(memory, png, "API process memory under bench/load.py")
     return text
 
 
