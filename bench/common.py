@@ -152,8 +152,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def hpo_server(database_url: str, log_path: Path, start_timeout: float = 60.0) -> Iterator[Server]:
-    """`hpo serve --port P --database-url URL` in its own session (Ctrl-C reaches only us); stopped on exit."""
+def hpo_server(database_url: str, log_path: Path, start_timeout: float = 60.0, processes: int = 1) -> Iterator[Server]:
+    """`hpo serve --port P --database-url URL [--processes N]` in its own session (Ctrl-C reaches only us);
+    stopped on exit."""
     from hpo_service.client import HpoClient
     from hpo_service.errors import ServiceUnavailable
 
@@ -162,7 +163,8 @@ def hpo_server(database_url: str, log_path: Path, start_timeout: float = 60.0) -
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HPO_TOKEN_FILE": str(log_path.with_suffix(".token"))}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            hpo_command("serve", "--port", str(port), "--database-url", database_url),
+            hpo_command("serve", "--port", str(port), "--database-url", database_url,
+                        *(["--processes", str(processes)] if processes > 1 else [])),
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     server = Server(process, f"http://127.0.0.1:{port}", log_path)
@@ -206,6 +208,27 @@ def process_cpu_seconds(pid: int) -> float:
     except (OSError, IndexError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15 of stat)
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """``process_cpu_seconds`` of a process and all its live descendants (`hpo serve --processes N`
+    is a supervisor and N children). A descendant that exits takes its time with it."""
+    children: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])  # ppid, field 4 of stat
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += process_cpu_seconds(current)
+        todo.extend(children.get(current, []))
+    return total
 
 
 def postgres_cpu_seconds(database: str) -> float:

@@ -28,3 +28,19 @@ def test_a_short_run_on_a_pre_seeded_study_reports_both_systems(postgres_admin_u
     for system, row in rows.items():
         assert int(row.group(2)) > 0 and float(row.group(3)) > 0, f"{system} finished no trial:\n{report}"
     assert (tmp_path / "overhead.png").is_file()
+
+
+@pytest.mark.slow
+def test_a_run_with_two_server_processes_counts_the_cpu_of_both(postgres_admin_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "overhead.md"
+    status = service_overhead.main(["--workers", "2", "--seconds", "6", "--trials", "40", "--systems", "ours",
+                                    "--server-processes", "2", "--window", "5", "--progress", "60",
+                                    "--chart-workers", "2", "--database-url", postgres_admin_url, "--out", str(out)])
+    assert status == 0
+    report = out.read_text()
+    assert "`hpo serve --processes 2` (2 API processes on one port)" in report
+    cpu = report.split("### Where the CPU went", 1)[1]
+    row = re.search(r"^\| hpo-service \| 2 \| ([\d.]+) \|", cpu, re.MULTILINE)
+    assert row is not None, report
+    # The supervisor does no request work: a positive figure means the children's CPU was counted.
+    assert float(row.group(1)) > 0.05, report
