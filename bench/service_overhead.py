@@ -409,7 +409,8 @@ def _preseed_optuna(url: str, name: str, preseed: int, seed: int) -> None:
 
 
 def _start_profiler(pid: int, directory: Path, workers: int) -> Any:
-    """py-spy on the server for the whole run (collapsed stacks, to rank frames by hand)."""
+    """py-spy on the server for the whole run (collapsed stacks, to rank frames by hand). ``--gil``: only
+    the thread holding the GIL is sampled, i.e. where the server spends its Python CPU, not its waits."""
     import shutil
     import subprocess
 
@@ -417,7 +418,7 @@ def _start_profiler(pid: int, directory: Path, workers: int) -> Any:
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / f"server-{workers}w.collapsed"
     return subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "100",
-                             "--nonblocking", "--threads", "--output", str(out)],
+                             "--nonblocking", "--gil", "--threads", "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
