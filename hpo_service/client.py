@@ -168,13 +168,15 @@ class HpoClient:
 
     def fail(self, trial_id: int, token: str, error: str, *, retryable: bool = True,
              checkpoint_invalid: bool = False, checkpoint_out: str | None = None,
-             budget_done: float | None = None) -> TrialStateInfo:
+             budget_done: float | None = None, drained: bool = False) -> TrialStateInfo:
         """Release a leased trial. ``checkpoint_out`` + ``budget_done``: a checkpoint committed
-        part-way through the slice (a drain); the retry resumes from it."""
+        part-way through the slice (a drain); the retry resumes from it. ``drained``: the worker
+        is shutting down, which does not count toward the study's max_attempts."""
         body: dict[str, Any] = {"lease_token": token, "error": error[-10_000:], "retryable": retryable,
                                 "checkpoint_invalid": checkpoint_invalid}
         # Sent only when given, so a server that predates the fields still accepts plain failures.
-        body.update(_drop_none({"checkpoint_out": checkpoint_out, "budget_done": budget_done}))
+        body.update(_drop_none({"checkpoint_out": checkpoint_out, "budget_done": budget_done,
+                                "drained": True if drained else None}))
         return self._call("POST", f"/api/v1/trials/{trial_id}/fail", json=body)
 
     # --- transport ---------------------------------------------------------------------

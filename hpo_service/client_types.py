@@ -7,7 +7,7 @@ mirror `hpo_service.api.schemas`; `tests/api/test_client_types.py` keeps the two
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 
 class BestRef(TypedDict):
@@ -48,6 +48,7 @@ class TrialInfo(TypedDict):
     budget_done: float
     budget_target: float
     attempt: int
+    drains: NotRequired[int]  # servers before migration 0004 do not send it
     value: float | None
     checkpoint_uri: str | None
     lease_owner: str | None

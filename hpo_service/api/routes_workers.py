@@ -62,5 +62,6 @@ def complete(trial_id: IdPath, body: schemas.CompleteIn, services: ServicesDep, 
 @router.post("/trials/{trial_id}/fail", response_model=schemas.TrialStateOut, responses=BODY_ERRORS)
 def fail(trial_id: IdPath, body: schemas.FailIn, services: ServicesDep, caller: Worker) -> schemas.TrialStateOut:
     trial = services.protocol.fail(trial_id, body.lease_token, body.error, body.retryable, body.checkpoint_invalid,
-                                   caller.project_id, checkpoint_out=body.checkpoint_out, budget_done=body.budget_done)
+                                   caller.project_id, checkpoint_out=body.checkpoint_out, budget_done=body.budget_done,
+                                   drained=body.drained)
     return schemas.TrialStateOut(trial_id=trial.id, state=trial.state, attempt=trial.attempt)

@@ -74,6 +74,8 @@ class TrialOut(_Out):
     budget_done: float
     budget_target: float
     attempt: int
+    drains: int = Field(default=0, description="attempts that ended in a drain: they do not count toward "
+                                               "the study's retry.max_attempts")
     value: float | None
     checkpoint_uri: str | None
     lease_owner: str | None
@@ -223,6 +225,11 @@ class FailIn(TokenIn):
         default=None, gt=0, allow_inf_nan=False,
         description="the budget checkpoint_out is at, strictly between the lease's budget_from and budget_to: "
                     "the retry resumes there and trains only the rest",
+    )
+    drained: bool = Field(
+        default=False,
+        description="the worker is shutting down (SIGTERM, preemption), not failing: the trial is requeued and "
+                    "this attempt does not count toward the study's retry.max_attempts (up to 20 drains per trial)",
     )
 
 

@@ -105,6 +105,9 @@ class Trial(Base):
     budget_done: Mapped[float] = mapped_column(Float, default=0.0)
     budget_target: Mapped[float] = mapped_column(Float)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
+    # Attempts that ended in a drain (the worker shut down; not the trial's fault): they do
+    # not count toward max_attempts (migration 0004).
+    drains: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_token: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None]

@@ -196,8 +196,13 @@ class TrialProtocol:
     def fail(
         self, trial_id: int, token: str, error: str, retryable: bool, checkpoint_invalid: bool = False,
         project_id: int | None = None, *, checkpoint_out: str | None = None, budget_done: float | None = None,
+        drained: bool = False,
     ) -> Trial:
         """Release a leased trial: requeue it (retryable, attempts left) or fail it.
+
+        ``drained``: the worker is shutting down (SIGTERM, preemption), not failing; the trial is
+        requeued and the attempt does not count toward ``max_attempts`` (up to ``MAX_FREE_DRAINS``
+        of them: a worker that drains every time it holds the trial then uses up attempts too).
 
         ``checkpoint_out`` + ``budget_done``: the worker stopped part-way (a drain) and
         committed a checkpoint at ``budget_done``, between the lease's ``budget_from`` and
@@ -215,7 +220,8 @@ class TrialProtocol:
             if partial is not None:
                 _check_partial(trial, partial)
             reason = f"worker {trial.lease_owner} reported: {error}"
-            self._requeue_or_fail(session, study, trial, reason, retryable, checkpoint_invalid, partial)
+            self._requeue_or_fail(session, study, trial, reason, retryable or drained, checkpoint_invalid, partial,
+                                  drained=drained)
             return trial
 
         trial = self._ctx.run(use_case)
@@ -279,7 +285,7 @@ class TrialProtocol:
 
     def _requeue_or_fail(
         self, session: Session, study: Study, trial: Trial, reason: str, retryable: bool, checkpoint_invalid: bool,
-        partial: PartialCheckpoint | None = None,
+        partial: PartialCheckpoint | None = None, drained: bool = False,
     ) -> None:
         now = self._ctx.clock()
         spec = StudySpec.model_validate(study.spec)
@@ -290,18 +296,26 @@ class TrialProtocol:
             trial.state = TrialState.STOPPED.value
             repo.add_decision(session, study.id, trial.id, "stop", f"{reason}; study is {study.status}", now)
             return
-        if retryable and trial.attempt < spec.retry.max_attempts:
+        free_drain = drained and trial.drains < MAX_FREE_DRAINS
+        counted = trial.attempt - trial.drains  # attempts that count toward max_attempts, this one included
+        if free_drain or (retryable and counted < spec.retry.max_attempts):
             if checkpoint_invalid:
                 reason += "; " + _fall_back_to_earlier_checkpoint(session, trial)
             elif partial is not None:
                 reason += "; " + _keep_partial_checkpoint(study, trial, partial)
-            trial.attempt += 1
+            if free_drain:
+                trial.drains += 1
+                reason += "; a drain, not counted toward max_attempts"
+            trial.attempt += 1  # always: a new lease attempt (fencing, its own checkpoint folder)
             trial.state = TrialState.PENDING.value
+            # "of N": the last attempt this trial may reach, max_attempts plus the drains so far.
             repo.add_decision(session, study.id, trial.id, "requeue",
-                              f"{reason}; requeued as attempt {trial.attempt} of {spec.retry.max_attempts} "
-                              f"from budget {trial.budget_done:g}", now, trial.attempt)
+                              f"{reason}; requeued as attempt {trial.attempt} of "
+                              f"{spec.retry.max_attempts + trial.drains} from budget {trial.budget_done:g}",
+                              now, trial.attempt)
             return
-        why = "not retryable" if not retryable else f"attempt {trial.attempt} of {spec.retry.max_attempts}"
+        why = ("not retryable" if not retryable
+               else f"attempt {trial.attempt} of {spec.retry.max_attempts + trial.drains}")
         trial.state = TrialState.FAILED.value
         trial.error = reason
         repo.add_decision(session, study.id, trial.id, "fail", f"{reason} ({why})", now, trial.attempt)
@@ -407,6 +421,11 @@ def _partial_checkpoint(
     if not math.isfinite(budget_done):
         raise InvalidInput(f"budget_done must be a finite number, got {budget_done}")
     return PartialCheckpoint(uri, float(budget_done))
+
+
+# Drains that do not count toward max_attempts, per trial. Past this a drain counts like a failure:
+# a worker pool that shuts down whenever it runs this trial must not requeue it forever.
+MAX_FREE_DRAINS = 20
 
 
 def _check_partial(trial: Trial, partial: PartialCheckpoint) -> None:

@@ -212,18 +212,26 @@ class WorkerLoop:
         if checkpoint_uri is None or not lease["budget_from"] < budget_done < lease["budget_to"]:
             log.info("trial %s: drained at budget %g of %g without a checkpoint to keep; released as retryable",
                      trial_id, budget_done, lease["budget_to"])
-            self.client.fail(trial_id, token, error, retryable=True)
+            self._release_drained(trial_id, token, error)
             return
         try:
             self.client.fail(trial_id, token, error, retryable=True, checkpoint_out=checkpoint_uri,
-                             budget_done=budget_done)
+                             budget_done=budget_done, drained=True)
         except InvalidInput as refused:  # e.g. a server that predates partial checkpoints
             log.warning("trial %s: the server refused the partial checkpoint (%s); released without it",
                         trial_id, refused)
-            self.client.fail(trial_id, token, error, retryable=True)
+            self._release_drained(trial_id, token, error)
             return
         log.info("trial %s: drained at budget %g of %g; released as retryable with its checkpoint %s",
                  trial_id, budget_done, lease["budget_to"], checkpoint_uri)
+
+    def _release_drained(self, trial_id: int, token: str, error: str) -> None:
+        """A drain's release, without a checkpoint; marked as a drain (it does not use up one of the
+        trial's attempts), or as a plain retryable failure for a server that predates the mark."""
+        try:
+            self.client.fail(trial_id, token, error, retryable=True, drained=True)
+        except InvalidInput:
+            self.client.fail(trial_id, token, error, retryable=True)
 
     def _fail(self, lease: dict[str, Any], error: str, *, retryable: bool, checkpoint_invalid: bool = False) -> None:
         log.warning("trial %s failed (%s): %s", lease["trial_id"], "retryable" if retryable else "final",

@@ -44,8 +44,9 @@ class DrainedTrainer:
 
 
 class FakeApi:
-    def __init__(self, refuse_partial: bool = False) -> None:
+    def __init__(self, refuse_partial: bool = False, refuse_drained: bool = False) -> None:
         self.refuse_partial = refuse_partial
+        self.refuse_drained = refuse_drained  # a server that predates the field
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
     def handle(self, request: httpx.Request) -> httpx.Response:
@@ -57,7 +58,8 @@ class FakeApi:
                 "trial_id": 5, "study_id": 2, "number": 5, "attempt": 1, "lease_token": "t", "lease_seconds": 60.0,
                 "expires_at": "2030-01-01T00:00:00Z", "trainer": {"name": "drained", "params": {}}, "params": {},
                 "budget_from": 1.0, "budget_to": 4.0, "checkpoint_in": None, "seed": 1, "objective": "loss"})
-        if kind == "fail" and self.refuse_partial and "checkpoint_out" in body:
+        if kind == "fail" and ((self.refuse_partial and "checkpoint_out" in body)
+                               or (self.refuse_drained and "drained" in body)):
             return httpx.Response(422, json={"error": "invalid_input", "message": "extra fields not permitted"})
         if kind in ("fail", "complete"):
             return httpx.Response(200, json={"trial_id": 5, "state": "pending", "attempt": 2})
@@ -81,6 +83,7 @@ def test_a_drain_mid_slice_releases_the_trial_with_its_checkpoint(tmp_path: Path
     run_once(tmp_path, api, drain_at=2.0)
     [(kind, body)] = api.ends()
     assert kind == "fail" and body["retryable"] is True and body["error"] == "worker is shutting down"
+    assert body["drained"] is True  # a drain does not use up one of the trial's attempts
     assert body["budget_done"] == 2.0
     # One folder per lease attempt (F8): the fake lease is attempt 1.
     assert body["checkpoint_out"] == (tmp_path / "study-2" / "trial-5" / "budget-2-a1").resolve().as_uri()
@@ -102,7 +105,18 @@ def test_without_a_usable_checkpoint_the_trial_is_released_plainly(tmp_path: Pat
     ends = api.ends()
     assert [kind for kind, _ in ends] == (["fail", "fail"] if refuse else ["fail"])
     assert "checkpoint_out" not in ends[-1][1] and "budget_done" not in ends[-1][1]
-    assert ends[-1][1]["retryable"] is True
+    assert ends[-1][1]["retryable"] is True and ends[-1][1]["drained"] is True
+
+
+@pytest.mark.parametrize("checkpoint", [True, False], ids=["with-checkpoint", "without"])
+def test_a_server_that_predates_the_drain_mark_gets_a_plain_release(tmp_path: Path, checkpoint: bool) -> None:
+    api = FakeApi(refuse_drained=True)
+    run_once(tmp_path, api, drain_at=2.0, checkpoint=checkpoint)
+    ends = api.ends()
+    assert all(kind == "fail" for kind, _ in ends)
+    assert len(ends) == (3 if checkpoint else 2)  # with the mark (and the checkpoint), then without
+    assert ends[-1][1] == {"lease_token": "t", "error": "worker is shutting down", "retryable": True,
+                           "checkpoint_invalid": False}
 
 
 def test_a_rate_limited_lease_is_retried_with_backoff_not_fatal(tmp_path: Path) -> None:
