@@ -144,3 +144,15 @@ def test_async_scaling_short(tmp_path: Path) -> None:
     report = out.read_text()
     assert "| hyperband-random | 4 |" in report and "| asha-random | 4 |" in report
     assert "reused" not in report.splitlines()[2]  # --no-cache: nothing came from the cache
+
+
+def test_the_fastest_training_to_a_target_is_a_monotone_limit() -> None:
+    bench = LCBench()
+    task = bench.tasks[0]
+    lowest = async_scaling.fastest_to_target(bench, task, target=0.0, samples=300)
+    middle = async_scaling.fastest_to_target(bench, task, target=70.0, samples=300)
+    high = async_scaling.fastest_to_target(bench, task, target=90.0, samples=300)
+    assert 0 < lowest <= middle < high < math.inf  # a higher target needs a slower (or the same) configuration
+    assert math.isinf(async_scaling.fastest_to_target(bench, task, target=101.0, samples=300))  # accuracy is in %
+    # The same sample every time: the limit is reproducible.
+    assert async_scaling.fastest_to_target(bench, task, target=70.0, samples=300) == middle
