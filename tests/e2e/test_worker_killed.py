@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,7 +73,17 @@ def test_hyperband_survives_a_sigkilled_worker(processes: Processes) -> None:
             running = client.list_trials(study_id, state="running")["items"]
             return next((t for t in running if t["lease_owner"] == victim_id), None)
 
-        killed_trial = wait_for(victim_is_training, 60, "the victim worker to lease a trial")
+        def frozen_while_training() -> dict[str, Any] | None:
+            # A rung-0 slice lasts 0.15 s: the victim may finish the trial seen running before a kill
+            # lands. Frozen (SIGSTOP), it cannot; a request it sent just before lands within the pause.
+            os.kill(victim.pid, signal.SIGSTOP)
+            time.sleep(0.5)
+            held = victim_is_training()
+            if held is None:  # between two trials: let it lease the next one
+                os.kill(victim.pid, signal.SIGCONT)
+            return held
+
+        killed_trial = wait_for(frozen_while_training, 60, "the victim worker to hold a trial")
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait()
 
