@@ -71,16 +71,24 @@ def hyperband_view(counts: dict[tuple[int, int, str], int], summary: list[tuple[
 
 
 def rung_marks(trial: Any, results: Iterable[Any], decisions: Iterable[Any]) -> list[RungMark]:
-    """The trial's rung results with what was decided there and why (promote/stop/finish, in order)."""
+    """The trial's rung results with what was decided there and why (promote/stop/finish, in order).
+
+    A raised study's top-up keeps a finished trial with its result (a ``reuse`` decision): until
+    the larger bracket decides, its last rung is waiting again, whatever the trial's state says.
+    ``decisions`` come in the order they were made (by id).
+    """
     mine = sorted((r for r in results if r.trial_id == trial.id), key=lambda r: r.rung)
-    verdicts = [d for d in decisions if d.trial_id == trial.id and d.kind in ("promote", "stop", "finish")]
+    verdicts = [d for d in decisions if d.trial_id == trial.id and d.kind in ("promote", "stop", "finish", "reuse")]
     promotes = [d.reason for d in verdicts if d.kind == "promote"]
-    endings = [d.reason for d in verdicts if d.kind != "promote"]
+    endings = [d.reason for d in verdicts if d.kind in ("stop", "finish")]
+    kept = verdicts[-1].reason if verdicts and verdicts[-1].kind == "reuse" else None
     marks = []
     for index, result in enumerate(mine):
         last = index == len(mine) - 1
         if result.promoted:
             outcome, reason = "promoted", promotes.pop(0) if promotes else None
+        elif last and kept is not None:
+            outcome, reason = "waiting", kept
         elif last and trial.state in _END_OUTCOME:
             outcome, reason = _END_OUTCOME[trial.state], endings[-1] if endings else None
         else:
