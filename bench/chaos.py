@@ -108,7 +108,6 @@ def details_section(result: Any) -> list[str]:
     return lines
 
 
-
 def main() -> int:
     common.stop_on_sigterm()
     from tests.chaos.scenarios import CI, LONG, SCENARIOS, run_scenario

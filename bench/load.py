@@ -432,7 +432,6 @@ def _commit() -> str:
     return (result.stdout.strip() or "?") + (" (+ uncommitted changes)" if dirty else "")
 
 
-
 def main() -> int:
     common.stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 GOAL_EFFICIENCY, GOAL_WORKERS = 0.9, 16
 BOUND_SAMPLES = 5000
-BOUND_NOTE = f"{BOUND_SAMPLES:,} "
 
 
 @dataclass
@@ -261,7 +260,7 @@ def write_report(study: Scaling, path: Path, *, command: str, started: dt.dateti
     if limits:
         lines += ["### The limit: the fastest full training that reaches the target", "",
                   "Per task T* = the shortest 52-epoch training (surrogate time) among "
-                  f"{BOUND_NOTE}random configurations whose accuracy at 52 epochs reaches the target. A run reaches "
+                  f"{BOUND_SAMPLES:,} random configurations whose accuracy at 52 epochs reaches the target. A run reaches "
                   "the target only when such a configuration finishes its 52 epochs, so T(W) >= T* for every "
                   "scheduler and W (T* comes from a sample, so it estimates the minimum over the space from above).",
                   ""] + [f"- {line}" for line in limits] + [""]

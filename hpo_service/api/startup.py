@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import sys
@@ -97,6 +98,25 @@ def freeze_startup_heap() -> None:
 # glibc's mallopt parameter M_ARENA_MAX (malloc.h); the environment's MALLOC_ARENA_MAX, if set, wins.
 _M_ARENA_MAX = -8
 SERVER_MALLOC_ARENAS = 2
+# How often the server hands freed heap memory back to the system (glibc's malloc_trim).
+MALLOC_TRIM_SECONDS = 60.0
+
+
+@functools.cache
+def _glibc() -> Any:
+    """glibc through ctypes, or None elsewhere (musl, macOS, Windows). Loaded once: finding the
+    library runs `ldconfig -p`, and the trimming thread needs it every minute."""
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 def limit_malloc_arenas(arenas: int = SERVER_MALLOC_ARENAS) -> bool:
@@ -113,25 +133,6 @@ def limit_malloc_arenas(arenas: int = SERVER_MALLOC_ARENAS) -> bool:
         return False
     libc = _glibc()
     return bool(libc is not None and libc.mallopt(_M_ARENA_MAX, arenas) == 1)
-
-
-# How often the server hands freed heap memory back to the system (glibc's malloc_trim).
-MALLOC_TRIM_SECONDS = 60.0
-
-
-def _glibc() -> Any:
-    """glibc through ctypes, or None elsewhere (musl, macOS, Windows)."""
-    import ctypes
-    import ctypes.util
-
-    if not sys.platform.startswith("linux"):
-        return None
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        return libc if libc is not None and hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
 
 
 def trim_malloc() -> bool:

@@ -24,7 +24,7 @@ def heads(session: Session, study_ids: Sequence[int]) -> tuple[tuple[Any, ...], 
         select(func.max(Worker.last_seen)).scalar_subquery().label("workers_at"),
     ).subquery()
     query = select(glob, Study.id, Study.version, Study.status).select_from(glob).outerjoin(
-        Study, any_of(session, Study.id, list(study_ids) or [-1])
+        Study, any_of(session, Study.id, study_ids)
     )
     rows = session.execute(query).all()
     versions = {int(r.id): (int(r.version), str(r.status)) for r in rows if r.id is not None}

@@ -171,7 +171,7 @@ def trial_numbers(session: Session, trial_ids: Sequence[int]) -> dict[int, int]:
     return {int(i): int(n) for i, n in session.execute(query)}
 
 
-def running_study_ids(session: Session, limit: int) -> list[int]:
+def recently_updated_running_study_ids(session: Session, limit: int) -> list[int]:
     """The running studies, the most recently updated first."""
     query = select(Study.id).where(Study.status == StudyStatus.RUNNING.value).order_by(Study.updated_at.desc(), Study.id.desc())
     return [int(i) for i in session.execute(query.limit(limit)).scalars()]

@@ -71,7 +71,7 @@ class DashboardService:
         warmed: list[int] = []
         started = time.monotonic()
         try:
-            for study_id in self._read(lambda s: dq.running_study_ids(s, studies)) if studies > 0 else []:
+            for study_id in self._read(lambda s: dq.recently_updated_running_study_ids(s, studies)) if studies > 0 else []:
                 if self.stop_warming.is_set():
                     break
                 self.history(study_id, HISTORY_WARM_POINTS)

@@ -220,7 +220,7 @@ class TrialProtocol:
             if partial is not None:
                 _check_partial(trial, partial)
             reason = f"worker {trial.lease_owner} reported: {error}"
-            self._requeue_or_fail(session, study, trial, reason, retryable or drained, checkpoint_invalid, partial,
+            self._requeue_or_fail(session, study, trial, reason, retryable, checkpoint_invalid, partial,
                                   drained=drained)
             return trial
 
@@ -296,6 +296,7 @@ class TrialProtocol:
             trial.state = TrialState.STOPPED.value
             repo.add_decision(session, study.id, trial.id, "stop", f"{reason}; study is {study.status}", now)
             return
+        retryable = retryable or drained  # a drain past MAX_FREE_DRAINS still retries, counted
         free_drain = drained and trial.drains < MAX_FREE_DRAINS
         counted = trial.attempt - trial.drains  # attempts that count toward max_attempts, this one included
         if free_drain or (retryable and counted < spec.retry.max_attempts):
