@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from hpo_service.api.deps import ServicesDep
@@ -119,10 +120,19 @@ def _secret_from(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE) or None
 
 
-def authenticate(request: Request, services: ServicesDep, _documented: DocumentedBearer = None) -> Principal:
+async def authenticate(request: Request, services: ServicesDep, _documented: DocumentedBearer = None) -> Principal:
     """The caller's principal, from the bearer header or the session cookie (``_documented`` only puts the
-    bearer scheme into the OpenAPI document; the header is read by ``_secret_from``)."""
-    return authenticate_secret(request, services, _secret_from(request))
+    bearer scheme into the OpenAPI document; the header is read by ``_secret_from``).
+
+    Async on purpose: FastAPI runs a plain-function dependency on its thread pool, and on the worker
+    protocol's hot path a token verified in the last few seconds is a dictionary lookup, so that hop
+    would cost more than the check. Only a lookup in the database (or a refusal) goes to a thread.
+    A cached token needs no rate-limit check: it was verified, so it is known good to the limiter."""
+    secret = _secret_from(request)
+    principal = services.access.cached(secret) if secret is not None else None
+    if principal is not None:
+        return principal
+    return await run_in_threadpool(authenticate_secret, request, services, secret)
 
 
 def authenticate_secret(request: Request, services: ServicesDep, secret: str | None) -> Principal:
@@ -143,7 +153,7 @@ def authenticate_secret(request: Request, services: ServicesDep, secret: str | N
 
 
 def require(permission: Permission) -> Callable[..., Principal]:
-    def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:  # async: no thread hop
         if not principal.may(permission):
             raise Forbidden(f"a {principal.scope.value} token may not {permission.value.replace('_', ' ')}")
         return principal
@@ -151,6 +161,7 @@ def require(permission: Permission) -> Callable[..., Principal]:
     return dependency
 
 
+Authenticated = Annotated[Principal, Depends(authenticate)]  # any valid token, whatever its scope
 Reader = Annotated[Principal, Depends(require(Permission.READ))]
 Submitter = Annotated[Principal, Depends(require(Permission.SUBMIT))]
 Worker = Annotated[Principal, Depends(require(Permission.WORK))]

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from hpo_service.api.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:  # async: a plain function would cost a thread-pool hop
     services: Services = request.app.state.services
     return services
 

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, Security
 
 from hpo_service.api import schemas
-from hpo_service.api.auth import BEARER, SESSION_COOKIE, TokenManager, authenticate, authenticate_secret
+from hpo_service.api.auth import BEARER, SESSION_COOKIE, Authenticated, TokenManager, authenticate_secret
 from hpo_service.api.deps import ServicesDep
 from hpo_service.api.limits import IdPath
 from hpo_service.domain.access import Principal, Scope
@@ -47,9 +47,8 @@ def revoke_token(token_id: IdPath, services: ServicesDep, caller: TokenManager) 
     return _token_out(token, caller.project if token.project_id == caller.project_id else "?")
 
 
-@router.get("/whoami", response_model=schemas.WhoAmIOut, responses=ERRORS, dependencies=[Security(BEARER)])
-def whoami(request: Request, services: ServicesDep) -> schemas.WhoAmIOut:
-    principal: Principal = authenticate(request, services)
+@router.get("/whoami", response_model=schemas.WhoAmIOut, responses=ERRORS)
+def whoami(principal: Authenticated) -> schemas.WhoAmIOut:
     return schemas.WhoAmIOut(project=principal.project, scope=principal.scope.value, token_id=principal.token_id)
 
 

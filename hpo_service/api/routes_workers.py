@@ -28,7 +28,8 @@ async def lease(body: schemas.LeaseIn, services: ServicesDep, caller: Worker) ->
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(body.wait_s, settings.max_lease_wait_seconds)
     while True:
-        await run_in_threadpool(services.expire_leases_throttled)
+        if services.sweep_due():  # asked on the loop: most polls have no sweep due, and a hop costs CPU
+            await run_in_threadpool(services.expire_leases_throttled)
         grant = await run_in_threadpool(services.protocol.lease, body.worker_id, body.studies, caller.project_id,
                                            body.resources)
         if grant is not None:

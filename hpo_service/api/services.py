@@ -61,6 +61,10 @@ class Services:
     _last_sweep: float = 0.0
     _sweep_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def sweep_due(self) -> bool:
+        """Whether `expire_leases_throttled` would sweep now (cheap: callers on the event loop ask first)."""
+        return time.monotonic() - self._last_sweep >= self.context.settings.expiry_sweep_seconds
+
     def expire_leases_throttled(self) -> None:
         """Sweep expired leases at most once per `expiry_sweep_seconds` in this process."""
         now = time.monotonic()

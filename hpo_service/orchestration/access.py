@@ -50,12 +50,20 @@ class AccessService:
 
     # --- authentication ------------------------------------------------------------------
 
-    def authenticate(self, secret: str) -> Principal:
-        digest = hash_token(secret)
+    def cached(self, secret: str) -> Principal | None:
+        """The principal of a token verified in the last `CACHE_SECONDS`, without touching the database
+        (None: not verified recently, so `authenticate` must look it up)."""
         with self._lock:
-            cached = self._cache.get(digest)
+            cached = self._cache.get(hash_token(secret))
         if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
             return cached[1]
+        return None
+
+    def authenticate(self, secret: str) -> Principal:
+        principal = self.cached(secret)
+        if principal is not None:
+            return principal
+        digest = hash_token(secret)
         principal = self._ctx.run(lambda s: self._verify(s, digest))
         with self._lock:
             if len(self._cache) > 10_000:

@@ -264,6 +264,22 @@ def test_projects_are_isolated(service: Service) -> None:
     assert isinstance(root, Principal)
 
 
+def test_a_verified_token_is_answered_from_memory_until_its_cache_entry_expires(
+        service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cached` is what the API's authentication asks on the event loop before it hops to a thread:
+    it must never answer for a token it has not verified, nor for longer than CACHE_SECONDS."""
+    from hpo_service.orchestration import access as access_module
+
+    access = access_module.AccessService(service.context)
+    secret = access.bootstrap_admin().secret
+    assert access.cached(secret) is None  # never verified: only `authenticate` may look it up
+    principal = access.authenticate(secret)
+    assert access.cached(secret) == principal
+    assert access.cached(secret + "x") is None
+    monkeypatch.setattr(access_module, "CACHE_SECONDS", 0.0)
+    assert access.cached(secret) is None  # expired: the next call goes to the database again
+
+
 @pytest.mark.parametrize("kind", ["asha", "random"])
 def test_asha_and_random_run_to_their_trial_limit(service: Service, kind: str) -> None:
     study = service.studies.create(make_spec(scheduler={"kind": kind, "min_budget": 1, "max_budget": 9, "eta": 3},
