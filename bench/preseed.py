@@ -37,6 +37,8 @@ def sample_params(space: dict[str, Any], rng: random.Random) -> dict[str, Any]:
             params[name] = rng.randrange(dist["low"], dist["high"] + 1, step)
         elif dist.get("log"):
             params[name] = math.exp(rng.uniform(math.log(dist["low"]), math.log(dist["high"])))
+        elif dist.get("step"):  # on the grid, as a sampler proposes it (an off-grid value is refused as an observation)
+            params[name] = dist["low"] + dist["step"] * rng.randint(0, round((dist["high"] - dist["low"]) / dist["step"]))
         else:
             params[name] = rng.uniform(dist["low"], dist["high"])
     return params

@@ -174,8 +174,12 @@ def insert_reports(session: Session, rows: list[dict[str, Any]]) -> None:
         return
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(Report).values(rows).on_conflict_do_nothing(index_elements=["trial_id", "step"])
-    session.execute(statement)
+    # The worker protocol's hottest statement, so: rows as parameters, not `.values(rows)` (a statement
+    # that embeds its rows is compiled anew on every call; SQLAlchemy cannot cache it), and on the table,
+    # not the ORM class (no ORM bulk-insert bookkeeping for rows nobody loads back). Measured per
+    # one-row report transaction: 1.1 -> 0.6 ms of CPU (bench/request_cost.py shows the whole call).
+    statement = insert(Report.__table__).on_conflict_do_nothing(index_elements=["trial_id", "step"])
+    session.execute(statement, rows)
 
 
 def reports_of(session: Session, trial_id: int) -> list[Report]:
