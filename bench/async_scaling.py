@@ -57,7 +57,10 @@ WORKERS = (1, 4, 16, 64)
 
 @dataclass
 class ScalingRun:
-    """One simulated study; ``full`` = (seconds, accuracy, idle worker-seconds so far, epochs spent so far)."""
+    """One simulated study. ``full``: one entry per 52-epoch result, (seconds, accuracy, idle worker-seconds
+    so far, epochs spent so far, when that configuration's first segment was handed out (seconds), epochs
+    spent by then): the last two split a run's time to the target into finding the configuration that
+    reaches it and that configuration's own training."""
 
     method: str
     task: str
@@ -67,7 +70,7 @@ class ScalingRun:
     evaluations: int
     makespan: float
     idle: float  # worker-seconds without work before the last result came in
-    full: list[tuple[float, float, float, int]] = field(default_factory=list)
+    full: list[tuple[float, float, float, int, float, int]] = field(default_factory=list)
     compute_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -78,7 +81,8 @@ class ScalingRun:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ScalingRun:
         return cls(raw["method"], raw["task"], raw["seed"], raw["workers"], raw["spent"], raw["evaluations"],
-                   raw["makespan"], raw["idle"], [(float(t), float(a), float(i), int(s)) for t, a, i, s in raw["full"]],
+                   raw["makespan"], raw["idle"],
+                   [(float(t), float(a), float(i), int(s), float(t0), int(s0)) for t, a, i, s, t0, s0 in raw["full"]],
                    raw["compute_seconds"])
 
 
@@ -91,6 +95,7 @@ def simulate(bench: LCBench, job: Job) -> ScalingRun:
     backend, objective, ledger = MemoryBackend(spec), TaskObjective(bench, job.task), Ledger(job.total_epochs)
     run = ScalingRun(f"{scheduler}-{sampler}", job.task, job.seed, job.workers, 0, 0, 0.0, 0.0)
     events: list[tuple[float, int, Any, float, int]] = []  # (finish time, tie-break, lease, accuracy, end epoch)
+    first_handed_out: dict[int, tuple[float, int]] = {}  # trial id -> (time, epochs spent) at its first segment
     order = itertools.count()
     now, idle_workers, budget_left = 0.0, job.workers, True
     while True:
@@ -103,6 +108,7 @@ def simulate(bench: LCBench, job: Job) -> ScalingRun:
                 budget_left = False  # the run hands out no more work; what is in flight finishes
                 break
             segment = objective.train(lease.params, start, end)
+            first_handed_out.setdefault(lease.trial_id, (now, ledger.spent))
             ledger.charge(end - start, end, segment.accuracy)
             heapq.heappush(events, (now + segment.seconds, next(order), lease, segment.accuracy, end))
             idle_workers -= 1
@@ -112,7 +118,7 @@ def simulate(bench: LCBench, job: Job) -> ScalingRun:
         run.idle += idle_workers * (finish - now)
         now = finish
         if end >= MAX_EPOCHS:
-            run.full.append((now, accuracy, run.idle, ledger.spent))
+            run.full.append((now, accuracy, run.idle, ledger.spent, *first_handed_out[lease.trial_id]))
         backend.complete(lease, accuracy)
         idle_workers += 1
     run.spent, run.evaluations, run.makespan = ledger.spent, ledger.evaluations, now

@@ -4,7 +4,8 @@ Each worker process opens the surrogate once (single-threaded ONNX) and, unless 
 installs bench/methods/fast_tpe.py. Jobs run seed by seed (all tasks and methods of seed 0 first,
 the slowest first within a seed), so a run cut short still has whole seeds. Finished runs are
 appended to the cache as they come in, so an interrupted benchmark resumes where it stopped; a
-cached run is reused only when its whole key (the Job's fields and BENCH_VERSION) matches.
+cached run is reused only when its whole key (the Job's fields and BENCH_VERSION, for scaling runs
+also SCALING_RECORD) matches.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from typing import Any
 
 # Bump when a change to the methods or the accounting makes cached runs stale.
 BENCH_VERSION = 2
+# Bump when what a scaling run records changes (older cached ones cannot be read back); sample runs,
+# hours of compute, keep their cache. 2: each 52-epoch result records when its configuration started.
+SCALING_RECORD = 2
 
 _BENCH: Any = None
 
@@ -37,7 +41,8 @@ class Job:
     fast_tpe: bool = True  # bench/methods/fast_tpe.py installed
 
     def key(self) -> str:
-        return json.dumps([BENCH_VERSION, self.kind, self.method, self.task, self.seed, self.total_epochs,
+        version = BENCH_VERSION if self.kind == "sample" else f"{BENCH_VERSION}.{SCALING_RECORD}"
+        return json.dumps([version, self.kind, self.method, self.task, self.seed, self.total_epochs,
                            self.driver, self.workers, self.sampler, self.fast_tpe])
 
 
