@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Request, Response, Security
+from fastapi import APIRouter, Request, Response
 
 from hpo_service.api import schemas
-from hpo_service.api.auth import BEARER, SESSION_COOKIE, Authenticated, TokenManager, authenticate_secret
+from hpo_service.api.auth import SESSION_COOKIE, Authenticated, TokenManager, authenticate_secret
 from hpo_service.api.deps import ServicesDep
 from hpo_service.api.limits import IdPath
-from hpo_service.domain.access import Principal, Scope
+from hpo_service.domain.access import Scope
 from hpo_service.orchestration.context import as_utc
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
