@@ -13,7 +13,8 @@ import numpy as np
 
 from bench import common
 from bench.methods import metrics as m
-from bench.methods.budget import RunResult
+from bench.lcbench import MAX_EPOCHS
+from bench.methods.budget import FULL_TRAININGS, RunResult
 from bench.methods.report import environment
 
 if TYPE_CHECKING:
@@ -165,7 +166,11 @@ class Scaling:
         hyperband = next((x for x in self.methods if x.startswith("hyperband")), None)
         if asha and GOAL_WORKERS in self.workers:
             eff = m.finite_median(self.speedups(asha, GOAL_WORKERS)) / GOAL_WORKERS
-            lines.append(f"Goal, ASHA efficiency >= {GOAL_EFFICIENCY} at W = {GOAL_WORKERS}: **{_f(eff)}: "
+            trainings = self.total_epochs / MAX_EPOCHS
+            setting = ("" if trainings == FULL_TRAININGS else
+                       f" (at {trainings:,.0f} full trainings per run and the target that budget gives; the "
+                       f"benchmark's setting is {FULL_TRAININGS})")
+            lines.append(f"Goal, ASHA efficiency >= {GOAL_EFFICIENCY} at W = {GOAL_WORKERS}{setting}: **{_f(eff)}: "
                          f"{'met' if eff >= GOAL_EFFICIENCY else 'NOT met'}**.")
         if asha and GOAL_WORKERS in self.workers and max(self.workers) > GOAL_WORKERS:
             widest = max(self.workers)
@@ -303,7 +308,8 @@ def write_report(study: Scaling, path: Path, *, command: str, started: dt.dateti
         + (f" ({reused[0]:,} of {reused[1]:,} runs reused from the cache)." if reused[0] else "."),
         "",
         f"{len(study.tasks)} tasks x {study.seeds} seeds"
-        + (" (**fewer seeds than the default 5**: a run cut short; the same command resumes it)" if study.seeds < 5
+        + (" (**fewer seeds than the default 5**; `--seeds 5` adds the others, reusing these from the cache)"
+           if study.seeds < 5
            else "")
         + f"; W in {', '.join(map(str, study.workers))}; "
         f"{study.total_epochs:,} epochs per run; hpo-service's `{study.sampler}` sampler. Time is the LCBench "
