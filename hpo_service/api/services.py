@@ -67,13 +67,10 @@ class Services:
 
     def expire_leases_throttled(self) -> None:
         """Sweep expired leases at most once per `expiry_sweep_seconds` in this process."""
-        now = time.monotonic()
-        if now - self._last_sweep < self.context.settings.expiry_sweep_seconds:
-            return
-        if not self._sweep_lock.acquire(blocking=False):
+        if not self.sweep_due() or not self._sweep_lock.acquire(blocking=False):
             return
         try:
-            self._last_sweep = now
+            self._last_sweep = time.monotonic()
             self.protocol.expire_leases()
         finally:
             self._sweep_lock.release()
