@@ -134,7 +134,7 @@ class Scaling:
                     if run.makespan > 0:
                         fractions.append(run.idle / (workers * run.makespan))
                     continue
-                hit = next((x for x in run.full if x[1] >= self.target[task]), None)
+                hit = self.winner(run)
                 if hit is not None and hit[0] > 0:
                     fractions.append(hit[2] / (workers * hit[0]))
         return m.mean(fractions)
@@ -176,34 +176,40 @@ class Scaling:
             widest = max(self.workers)
             best = m.finite_median(self.speedups(asha, widest))
             ratio = m.finite_median(self.compute_ratios(asha, GOAL_WORKERS))
-            split = self.split_row(asha, GOAL_WORKERS)
-            needed = GOAL_WORKERS / (1 / GOAL_EFFICIENCY - 1)  # Amdahl: W * serial / T(1) <= 1/eff - 1
             lines.append(
                 f"ASHA's speedup at W = {widest} is {_f(best, 'x')}. Workers are busy until the target (idle "
                 f"{_pct(self.idle_fraction(asha, GOAL_WORKERS, True))} at W = {GOAL_WORKERS}); what the efficiency "
                 f"loses is compute: at W = {GOAL_WORKERS} ASHA hands out more epochs before the target than at W = 1 "
-                f"(W = 1 needs {_f(ratio)} of them, median over tasks). Where they go (next section): "
-                + (f"not into finding the configuration that reaches the target -- until its first segment W = "
-                   f"{GOAL_WORKERS} has handed out about as many epochs as W = 1 (W = 1 / W = {_f(split['ratio'])}), "
-                   "so deciding promotions on fewer results costs little -- but "
-                   if split["ratio"] >= GOAL_EFFICIENCY else
-                   f"partly into finding the configuration that reaches the target (until its first segment W = 1 "
-                   f"hands out {_f(split['ratio'])} of the epochs W = {GOAL_WORKERS} does), and ")
-                + "into the time from that configuration's first segment to the target (its own 52 epochs, segment "
-                f"after segment, and any wait for a promotion: {_pct(split['share'])} of the time to the "
-                f"target at W = {GOAL_WORKERS}), while the other workers train configurations the target did not "
-                f"need. That is Amdahl's serial part: with it, perfectly parallel search gives efficiency "
-                f"{_f(split['amdahl'])}. At this budget and target T(1) is a median {_f(split['serial'])} times that "
-                f"training; efficiency {GOAL_EFFICIENCY} at W = {GOAL_WORKERS} needs about {needed:.0f} times, a "
-                "target that takes a sequential search far longer to reach. At this budget (100 full trainings) W = 1 "
-                f"reaches the target in {_hours(m.median([self.median_time(asha, 1, t) for t in self.tasks]))} h "
-                "(median over tasks).")
+                f"(W = 1 needs {_f(ratio)} of them, median over tasks). " + self._where_the_compute_goes(asha)
+                + f" At this budget ({self.total_epochs / MAX_EPOCHS:,.0f} full trainings) W = 1 reaches the target in "
+                f"{_hours(m.median([self.median_time(asha, 1, t) for t in self.tasks]))} h (median over tasks).")
         if hyperband and GOAL_WORKERS in self.workers:
             eff = m.finite_median(self.speedups(hyperband, GOAL_WORKERS)) / GOAL_WORKERS
             lines.append(f"Synchronous Hyperband at W = {GOAL_WORKERS}: efficiency {_f(eff)}, idle "
                          f"{_pct(self.idle_fraction(hyperband, GOAL_WORKERS, True))} of worker time until the "
                          f"target ({_pct(self.idle_fraction(hyperband, GOAL_WORKERS, False))} over the whole run).")
         return lines
+
+    def _where_the_compute_goes(self, method: str) -> str:
+        """The goal's explanation from the split at GOAL_WORKERS: finding the winner, then its own training."""
+        split = self.split_row(method, GOAL_WORKERS)
+        needed = GOAL_WORKERS / (1 / GOAL_EFFICIENCY - 1)  # Amdahl: W * serial / T(1) <= 1/eff - 1
+        if split["ratio"] >= GOAL_EFFICIENCY:
+            finding = (f"not into finding the configuration that reaches the target -- until its first segment W = "
+                       f"{GOAL_WORKERS} has handed out about as many epochs as W = 1 (W = 1 / W = "
+                       f"{_f(split['ratio'])}), so deciding promotions on fewer results costs little -- but ")
+        else:
+            finding = (f"partly into finding the configuration that reaches the target (until its first segment "
+                       f"W = 1 hands out {_f(split['ratio'])} of the epochs W = {GOAL_WORKERS} does), and ")
+        return (
+            "Where they go (next section): " + finding
+            + "into the time from that configuration's first segment to the target (its own 52 epochs, segment "
+            f"after segment, and any wait for a promotion: {_pct(split['share'])} of the time to the "
+            f"target at W = {GOAL_WORKERS}), while the other workers train configurations the target did not "
+            f"need. That is Amdahl's serial part: with it, perfectly parallel search gives efficiency "
+            f"{_f(split['amdahl'])}. At this budget and target T(1) is a median {_f(split['serial'])} times that "
+            f"training; efficiency {GOAL_EFFICIENCY} at W = {GOAL_WORKERS} needs about {needed:.0f} times, a "
+            "target that takes a sequential search far longer to reach.")
 
     def limit_lines(self, workers: int | None = None) -> list[str]:
         """How close each scheduler is to the limit the fastest qualifying full training sets.
