@@ -19,6 +19,16 @@ from hpo_service.domain.states import StudyStatus, TrialState
 IN_FLIGHT = (TrialState.PENDING.value, TrialState.RUNNING.value)
 
 
+def _locking(query: Select[Any]) -> Select[Any]:
+    """``SELECT ... FOR UPDATE`` whose row replaces what this session loaded before.
+
+    The lock may be granted only after another transaction changed the row (a lease expiry
+    revoking the token the caller is about to check). SQLAlchemy would otherwise hand back
+    the object it already holds, with the values read before the wait.
+    """
+    return query.with_for_update().execution_options(populate_existing=True)
+
+
 # --- studies -------------------------------------------------------------------
 
 
@@ -26,7 +36,7 @@ def get_study(session: Session, study_id: int, *, lock: bool = False) -> Study |
     query = select(Study).where(Study.id == study_id)
     if lock:
         # The per-study lock: decisions that touch the whole study are serialised.
-        query = query.with_for_update()
+        query = _locking(query)
     return session.execute(query).scalar_one_or_none()
 
 
@@ -75,8 +85,12 @@ def bump_version(session: Session, study: Study, now: datetime) -> None:
 def get_trial(session: Session, trial_id: int, *, lock: bool = False) -> Trial | None:
     query = select(Trial).where(Trial.id == trial_id)
     if lock:
-        query = query.with_for_update()
+        query = _locking(query)
     return session.execute(query).scalar_one_or_none()
+
+
+def study_id_of_trial(session: Session, trial_id: int) -> int | None:
+    return session.execute(select(Trial.study_id).where(Trial.id == trial_id)).scalar_one_or_none()
 
 
 def lease_view(session: Session, trial_id: int) -> Any:

@@ -156,9 +156,7 @@ class TrialProtocol:
         project_id: int | None = None,
     ) -> Trial:
         def use_case(session: Session) -> Trial:
-            trial = load_trial(session, trial_id)
-            study = load_study(session, trial.study_id, lock=True, project_id=project_id)
-            trial = load_trial(session, trial_id, lock=True)
+            study, trial = _lock_study_and_trial(session, trial_id, project_id)
             if _already_done_with(trial, token):
                 return trial  # a retried completion: the first one counted
             self._check_lease(trial, token)
@@ -213,9 +211,7 @@ class TrialProtocol:
         partial = _partial_checkpoint(checkpoint_out, budget_done, checkpoint_invalid)
 
         def use_case(session: Session) -> Trial:
-            trial = load_trial(session, trial_id)
-            study = load_study(session, trial.study_id, lock=True, project_id=project_id)
-            trial = load_trial(session, trial_id, lock=True)
+            study, trial = _lock_study_and_trial(session, trial_id, project_id)
             self._check_lease(trial, token)
             if partial is not None:
                 _check_partial(trial, partial)
@@ -325,7 +321,8 @@ class TrialProtocol:
     # --- checks ---------------------------------------------------------------------
 
     def _leased(self, session: Session, trial_id: int, token: str, project_id: int | None) -> tuple[Trial, Study]:
-        trial = load_trial(session, trial_id)
+        """The trial, locked (a lease expiry committed while we waited shows: its token is gone), and its study."""
+        trial = load_trial(session, trial_id, lock=True)
         study = load_study(session, trial.study_id, project_id=project_id)
         self._check_lease(trial, token)
         return trial, study
@@ -333,6 +330,15 @@ class TrialProtocol:
     @staticmethod
     def _check_lease(trial: Trial, token: str) -> None:
         _check_token(trial.id, trial.lease_token, trial.state, token)
+
+
+def _lock_study_and_trial(session: Session, trial_id: int, project_id: int | None) -> tuple[Study, Trial]:
+    """Lock the trial's study, then the trial (the lock order), each read as it is once locked."""
+    study_id = repo.study_id_of_trial(session, trial_id)
+    if study_id is None:
+        raise NotFound(f"trial {trial_id} does not exist")
+    study = load_study(session, study_id, lock=True, project_id=project_id)
+    return study, load_trial(session, trial_id, lock=True)
 
 
 def _check_token(trial_id: int, current: str | None, state: str, token: str) -> None:

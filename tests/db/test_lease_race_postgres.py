@@ -1,0 +1,95 @@
+"""A call under a lease that waits on a lock while the lease is revoked must see the revocation.
+
+`complete` and `fail` read the trial to find its study, then wait for the study's lock;
+`heartbeat` waits for the trial's row lock. If a lease expiry (which holds both locks)
+commits meanwhile, the call must act on the row as it is once the lock is granted -- the
+token is gone, so StaleLease -- not on what it read before waiting. (SQLAlchemy keeps the
+attributes of an object it already loaded unless told to refresh them; a locking read
+that does not refresh hands back the pre-wait view and the fencing check passes.)
+
+PostgreSQL only: SQLite takes the database's write lock at BEGIN (IMMEDIATE), so nothing
+can commit between a transaction's first read and its writes there.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from hpo_service.domain.states import TrialState
+from hpo_service.errors import StaleLease
+from tests.db.conftest import FakeClock, Service
+from tests.db.test_protocol_contract import make_spec
+
+CALLS: dict[str, Callable[[Service, int, str], Any]] = {
+    "complete": lambda svc, trial_id, token: svc.protocol.complete(trial_id, token, {"loss": 0.5}, None),
+    "fail": lambda svc, trial_id, token: svc.protocol.fail(trial_id, token, "boom", retryable=True),
+    "heartbeat": lambda svc, trial_id, token: svc.protocol.heartbeat(trial_id, token),
+}
+
+
+@pytest.fixture
+def pg_service(postgres_url: str) -> Any:
+    from hpo_service.db.migrate import upgrade
+
+    upgrade(postgres_url)
+    svc = Service(postgres_url, FakeClock())
+    yield svc
+    svc.context.engine.dispose()
+
+
+def _wait_until_blocked_on_a_lock(svc: Service, timeout_s: float = 20.0) -> None:
+    """Until some other session of this database waits for a lock (the call under test)."""
+    deadline = time.monotonic() + timeout_s
+    with svc.context.engine.connect() as probe:
+        while time.monotonic() < deadline:
+            waiting = probe.execute(text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )).scalar_one()
+            probe.commit()
+            if waiting:
+                return
+            time.sleep(0.02)
+    raise AssertionError("the call never waited for the lock the expiry holds")
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_a_call_that_waited_out_a_lease_expiry_is_refused(pg_service: Service, call: str) -> None:
+    svc = pg_service
+    study = svc.studies.create(make_spec())
+    grant = svc.protocol.lease("w1")
+    assert grant is not None
+    trial_id, token = grant.trial.id, grant.trial.lease_token
+    svc.protocol.report(trial_id, token, [(1.0, {"loss": 0.5})])
+    svc.clock.advance(31)
+
+    outcome: list[BaseException | object] = []
+    worker = threading.Thread(target=lambda: outcome.append(_capture(lambda: CALLS[call](svc, trial_id, token))))
+    with svc.context.transaction() as session:  # the expiry sweep, holding the study and trial locks
+        assert svc.protocol._expire_one(session, study.id, trial_id, svc.clock()) == 1
+        worker.start()
+        _wait_until_blocked_on_a_lock(svc)
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+
+    assert len(outcome) == 1 and isinstance(outcome[0], StaleLease), outcome
+    detail = svc.studies.trial(trial_id)
+    assert detail.trial.state == TrialState.PENDING.value and detail.trial.attempt == 2
+    assert detail.trial.lease_token is None and detail.trial.lease_expires_at is None
+    assert detail.rung_results == []
+    assert [d.kind for d in detail.decisions] == ["requeue"]
+    regrant = svc.protocol.lease("w2")
+    assert regrant is not None and regrant.trial.id == trial_id and regrant.trial.attempt == 2
+
+
+def _capture(call: Callable[[], Any]) -> BaseException | object:
+    try:
+        return call()
+    except Exception as error:  # the outcome is asserted by the test
+        return error
