@@ -6,7 +6,8 @@ trial was requeued) gets `StaleLease` (HTTP 409) and changes nothing.
 
 Lock order, to stay deadlock-free on PostgreSQL: the study row first, then the
 trial row. Claiming a pending trial takes only the trial row, with SKIP LOCKED,
-so it never waits.
+so it never waits -- unless the study caps ``max_concurrent``: then the study row is
+locked first, so that counting the running trials and claiming one is a single step.
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ class TrialProtocol:
     def _claim_pending(self, session: Session, study_id: int, worker_id: str) -> LeaseGrant | None:
         study = load_study(session, study_id)
         spec = StudySpec.model_validate(study.spec)
+        if spec.limits.max_concurrent is not None:
+            # Count and claim as one step per study: two leases that both counted before either
+            # claimed would otherwise both claim, one trial past the limit. Unlimited studies
+            # skip the study lock, so their pending claims never wait.
+            study = load_study(session, study_id, lock=True)
         if study.status != StudyStatus.RUNNING.value or self._at_capacity(session, study, spec):
             return None
         trial = repo.claim_pending(session, study_id)

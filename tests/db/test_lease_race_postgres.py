@@ -1,11 +1,13 @@
-"""A call under a lease that waits on a lock while the lease is revoked must see the revocation.
+"""Races between use cases on PostgreSQL, where row locks (not one database lock) keep them apart.
 
-`complete` and `fail` read the trial to find its study, then wait for the study's lock;
-`heartbeat` waits for the trial's row lock. If a lease expiry (which holds both locks)
-commits meanwhile, the call must act on the row as it is once the lock is granted -- the
-token is gone, so StaleLease -- not on what it read before waiting. (SQLAlchemy keeps the
-attributes of an object it already loaded unless told to refresh them; a locking read
-that does not refresh hands back the pre-wait view and the fencing check passes.)
+1. A call under a lease that waits on a lock while the lease is revoked must see the revocation.
+   `complete` and `fail` read the trial to find its study, then wait for the study's lock;
+   `heartbeat` waits for the trial's row lock. If a lease expiry (which holds both locks)
+   commits meanwhile, the call must act on the row as it is once the lock is granted -- the
+   token is gone, so StaleLease -- not on what it read before waiting. (SQLAlchemy keeps the
+   attributes of an object it already loaded unless told to refresh them; a locking read
+   that does not refresh hands back the pre-wait view and the fencing check passes.)
+2. ``max_concurrent`` holds when two leases claim pending trials at the same moment.
 
 PostgreSQL only: SQLite takes the database's write lock at BEGIN (IMMEDIATE), so nothing
 can commit between a transaction's first read and its writes there.
@@ -24,7 +26,7 @@ from sqlalchemy import text
 from hpo_service.domain.states import TrialState
 from hpo_service.errors import StaleLease
 from tests.db.conftest import FakeClock, Service
-from tests.db.test_protocol_contract import make_spec
+from tests.db.test_protocol_contract import make_spec, run_segment
 
 CALLS: dict[str, Callable[[Service, int, str], Any]] = {
     "complete": lambda svc, trial_id, token: svc.protocol.complete(trial_id, token, {"loss": 0.5}, None),
@@ -93,3 +95,42 @@ def _capture(call: Callable[[], Any]) -> BaseException | object:
         return call()
     except Exception as error:  # the outcome is asserted by the test
         return error
+
+
+def test_max_concurrent_holds_when_two_workers_claim_promoted_trials_at_once(
+    pg_service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two leases that both counted the running trials before either claimed must not both claim.
+
+    Pending trials (promoted here) are claimed without deciding anything new; with
+    ``max_concurrent`` set, the count and the claim must still be one step per study.
+    """
+    from hpo_service.db import repositories as repo
+
+    svc = pg_service
+    study = svc.studies.create(make_spec(limits={"max_concurrent": 2}))
+    for _ in range(9):
+        run_segment(svc)  # bracket s=2, rung 0 settles: three trials promoted, pending
+    assert svc.studies.get(study.id).trial_counts.get("pending") == 3
+    assert svc.protocol.lease("c") is not None  # one running: one more fits
+
+    both_counted = threading.Barrier(2, timeout=3.0)
+    claim = repo.claim_pending
+
+    def claim_after_both_counted(session: Any, study_id: int) -> Any:
+        try:
+            both_counted.wait()  # with the study serialised, the other lease waits for our lock: time out
+        except threading.BrokenBarrierError:
+            pass
+        return claim(session, study_id)
+
+    monkeypatch.setattr(repo, "claim_pending", claim_after_both_counted)
+    grants: list[object] = []
+    leases = [threading.Thread(target=lambda w=w: grants.append(_capture(lambda: svc.protocol.lease(w))))
+              for w in ("d", "e")]
+    for thread in leases:
+        thread.start()
+    for thread in leases:
+        thread.join(timeout=30)
+    assert sorted(type(g).__name__ for g in grants) == ["LeaseGrant", "NoneType"], grants
+    assert svc.studies.get(study.id).trial_counts.get("running") == 2
