@@ -83,10 +83,11 @@ def bump_version(session: Session, study: Study, now: datetime) -> None:
 
 
 def get_trial(session: Session, trial_id: int, *, lock: bool = False) -> Trial | None:
-    query = select(Trial).where(Trial.id == trial_id)
-    if lock:
-        query = _locking(query)
-    return session.execute(query).scalar_one_or_none()
+    if not lock:
+        # A trial this transaction already loaded comes from the session without a query (an
+        # unlocked SELECT would hand back that same object, its attributes unchanged).
+        return session.get(Trial, trial_id)
+    return session.execute(_locking(select(Trial).where(Trial.id == trial_id))).scalar_one_or_none()
 
 
 def study_id_of_trial(session: Session, trial_id: int) -> int | None:
@@ -210,6 +211,7 @@ def last_report(session: Session, trial_id: int) -> Report | None:
 
 
 def mark_promoted(session: Session, trial_id: int, rung: int) -> None:
+    session.flush()  # a bulk UPDATE skips the unit of work: the result row may not be written yet
     session.execute(
         update(RungResult).where(RungResult.trial_id == trial_id, RungResult.rung == rung).values(promoted=True)
     )

@@ -76,39 +76,37 @@ class TrialProtocol:
 
         candidates = self._ctx.run(candidates_of)
         for study_id in candidates:
-            grant = self._ctx.run(lambda s: self._claim_pending(s, study_id, worker_id))
-            if grant is None:
-                grant = self._ctx.run(lambda s: self._claim_new_work(s, study_id, worker_id))
+            grant = self._ctx.run(lambda s: self._claim(s, study_id, worker_id))
             if grant is not None:
                 return grant
         return None
 
-    def _claim_pending(self, session: Session, study_id: int, worker_id: str) -> LeaseGrant | None:
+    def _claim(self, session: Session, study_id: int, worker_id: str) -> LeaseGrant | None:
+        """A pending trial of the study if there is one (never waiting for it), else new work."""
         study = load_study(session, study_id)
         spec = StudySpec.model_validate(study.spec)
-        if spec.limits.max_concurrent is not None:
+        locked = spec.limits.max_concurrent is not None
+        if locked:
             # Count and claim as one step per study: two leases that both counted before either
             # claimed would otherwise both claim, one trial past the limit. Unlimited studies
-            # skip the study lock, so their pending claims never wait.
+            # skip the study lock here, so their pending claims never wait.
             study = load_study(session, study_id, lock=True)
         if study.status != StudyStatus.RUNNING.value or self._at_capacity(session, study, spec):
             return None
         trial = repo.claim_pending(session, study_id)
-        if trial is None:
-            return None
-        self._grant(trial, worker_id, spec)
-        return LeaseGrant(trial, study, spec)
-
-    def _claim_new_work(self, session: Session, study_id: int, worker_id: str) -> LeaseGrant | None:
-        study = load_study(session, study_id, lock=True)
+        if trial is not None:
+            self._grant(trial, worker_id, spec)
+            return LeaseGrant(trial, study, spec)
+        # New work is decided under the study lock. No trial lock is held at this point
+        # (none was pending), so taking the study's now keeps the lock order.
+        if not locked:
+            study = load_study(session, study_id, lock=True)
         driver = StudyDriver(self._ctx, session, study)
-        if self._at_capacity(session, study, driver.spec):
-            return None
         trial = driver.next_work()
         if trial is None:
             return None
+        repo.bump_version(session, study, self._ctx.clock())  # before the grant's flush: one UPDATE of the study
         self._grant(trial, worker_id, driver.spec)
-        repo.bump_version(session, study, self._ctx.clock())
         return LeaseGrant(trial, study, driver.spec)
 
     def _at_capacity(self, session: Session, study: Study, spec: StudySpec) -> bool:

@@ -56,6 +56,8 @@ class StudyDriver:
 
     def on_result(self, trial: Trial, value: float, checkpoint_uri: str | None) -> None:
         score = self.spec.objective.direction.score(value)
+        # Not flushed here: the rung port flushes before a scheduler reads (DbRungPort), so a
+        # decision that reads nothing writes the result, the trial and the study once, at commit.
         self._session.add(
             RungResultRow(
                 study_id=self.study.id, trial_id=trial.id, bracket=trial.bracket, rung=trial.rung,
@@ -63,7 +65,6 @@ class StudyDriver:
                 checkpoint_uri=checkpoint_uri, created_at=self._now,
             )
         )
-        self._session.flush()
         trial.state = TrialState.PAUSED.value
         trial.value = value  # the latest rung's value: what the trials table sorts by
         result = RungResult(trial.id, trial.bracket, trial.rung, score)
@@ -126,9 +127,12 @@ class StudyDriver:
     def finish_if_done(self) -> None:
         if self.study.status not in (StudyStatus.RUNNING.value, StudyStatus.PAUSED.value):
             return
+        # Whether the scheduler would be done with nothing in flight first: usually it is not,
+        # and the count of the trials in flight is then not needed.
+        if not self._scheduler.is_finished(self.study.scheduler_state, self._port, 0):
+            return
         self._session.flush()  # the count below must see this transaction's state changes
-        in_flight = repo.count_in_state(self._session, self.study.id, repo.IN_FLIGHT)
-        if in_flight == 0 and self._scheduler.is_finished(self.study.scheduler_state, self._port, 0):
+        if repo.count_in_state(self._session, self.study.id, repo.IN_FLIGHT) == 0:
             finish_study(self._session, self.study, StudyStatus.COMPLETED, "the scheduler has no more work",
                          self._now)
 
@@ -177,9 +181,8 @@ class StudyDriver:
             state=TrialState.PENDING.value, bracket=action.bracket, rung=action.rung, budget_done=0.0,
             budget_target=action.budget, attempt=1, created_at=self._now, updated_at=self._now,
         )
-        self._session.add(trial)
+        self._session.add(trial)  # inserted at the next flush: a lease grant fills in its lease fields first
         self.study.trials_created = number + 1
-        self._session.flush()
         return trial
 
     # --- sampling ----------------------------------------------------------------
