@@ -218,6 +218,11 @@ def worker(
         typer.Option(min=0.0, help="GPUs per Ray slot: 1 = a whole GPU, 0.25 packs four trials per GPU, "
                                    "0 = CPU slots (the default)."),
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, max=1024, help="Torch threads per plain worker process (default: the cores shared "
+                                           "equally among --concurrency processes; all of them for one)."),
+    ] = None,
 ) -> None:
     """Run workers: lease -> train -> report -> complete, in a loop.
 
@@ -230,12 +235,12 @@ def worker(
     from hpo_service.workers.ray_runtime import RayUnavailable, ray_options_from_cli, run_ray_workers
 
     try:
-        ray_options = ray_options_from_cli(concurrency, ray_address, slots, gpus_per_trial)
+        ray_options = ray_options_from_cli(concurrency, ray_address, slots, gpus_per_trial, threads)
     except ValueError as error:
         fail(str(error), EXIT_USAGE)
     options = WorkerOptions(
         server=server, checkpoint_uri=checkpoint_uri or Settings().checkpoint_uri, studies=study or None,
-        max_trials=max_trials, exit_when_idle=exit_when_idle, token=token,
+        max_trials=max_trials, exit_when_idle=exit_when_idle, token=token, threads=threads,
     )
     if ray_options is None:
         sys.exit(run_workers(options, concurrency))

@@ -106,6 +106,7 @@ def check_gpus_per_trial(gpus: float) -> None:
 
 def ray_options_from_cli(
     concurrency: int, ray_address: str | None, slots: int | None, gpus_per_trial: float | None,
+    threads: int | None = None,
 ) -> RayOptions | None:
     """Which runtime `hpo worker` uses: None for plain processes, else the Ray pool's options.
 
@@ -121,6 +122,9 @@ def ray_options_from_cli(
         return None
     if concurrency != 1:
         raise ValueError("--concurrency sets plain worker processes; with --ray-address the pool size is --slots")
+    if threads is not None:
+        raise ValueError("--threads sets the torch threads of plain worker processes; with --ray-address each "
+                         "slot's CPUs come from Ray (cpus_per_trial)")
     return RayOptions(address=ray_address.strip(), slots=slots, gpus_per_trial=gpus_per_trial or 0.0)
 
 
