@@ -8,6 +8,9 @@
    attributes of an object it already loaded unless told to refresh them; a locking read
    that does not refresh hands back the pre-wait view and the fencing check passes.)
 2. ``max_concurrent`` holds when two leases claim pending trials at the same moment.
+3. A lease reads its study unlocked, then locks it to decide new work in the same transaction:
+   the locked read must replace the earlier one (``populate_existing``), or the second of two
+   leases decides from a stale scheduler snapshot.
 
 PostgreSQL only: SQLite takes the database's write lock at BEGIN (IMMEDIATE), so nothing
 can commit between a transaction's first read and its writes there.
@@ -134,3 +137,39 @@ def test_max_concurrent_holds_when_two_workers_claim_promoted_trials_at_once(
         thread.join(timeout=30)
     assert sorted(type(g).__name__ for g in grants) == ["LeaseGrant", "NoneType"], grants
     assert svc.studies.get(study.id).trial_counts.get("running") == 2
+
+
+def test_two_leases_deciding_new_work_at_once_each_see_the_others_decision(
+    pg_service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease reads its study unlocked (for a pending trial), then locks it to decide new work.
+
+    Both leases read the study before either locked it; the second to get the lock must decide
+    from the snapshot the first committed (its trial count, its brackets), not from its own
+    earlier read: two new trials with distinct numbers, each counted once by the scheduler.
+    """
+    from hpo_service.db import repositories as repo
+
+    svc = pg_service
+    study = svc.studies.create(make_spec())
+    both_read = threading.Barrier(2, timeout=10.0)
+    claim = repo.claim_pending
+
+    def claim_after_both_read(session: Any, study_id: int) -> Any:
+        both_read.wait()  # neither holds the study lock yet: both pass
+        return claim(session, study_id)
+
+    monkeypatch.setattr(repo, "claim_pending", claim_after_both_read)
+    grants: list[object] = []
+    leases = [threading.Thread(target=lambda w=w: grants.append(_capture(lambda: svc.protocol.lease(w))))
+              for w in ("a", "b")]
+    for thread in leases:
+        thread.start()
+    for thread in leases:
+        thread.join(timeout=30)
+    assert sorted(type(g).__name__ for g in grants) == ["LeaseGrant", "LeaseGrant"], grants
+    numbers = sorted(g.trial.number for g in grants)  # type: ignore[attr-defined]
+    assert numbers == [0, 1]
+    summary = svc.studies.get(study.id)
+    assert summary.study.trials_created == 2
+    assert summary.study.scheduler_state["trials_created"] == 2
