@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hpo_service.db import repositories as repo
@@ -99,7 +100,14 @@ class StudyService:
             session.flush()
             return study, True
 
-        study, created = self._ctx.run(use_case)
+        try:
+            study, created = self._ctx.run(use_case)
+        except Conflict as error:
+            if not isinstance(error.__cause__, IntegrityError):
+                raise
+            # Another request inserted this name between our look and our insert (two CI jobs
+            # submitting one spec at once): look again, which attaches or names the difference.
+            study, created = self._ctx.run(use_case)
         self._ctx.on_work_available()
         return study, created
 

@@ -11,6 +11,7 @@
 3. A lease reads its study unlocked, then locks it to decide new work in the same transaction:
    the locked read must replace the earlier one (``populate_existing``), or the second of two
    leases decides from a stale scheduler snapshot.
+4. Two creates of one study (same name, same spec) at once: one creates, the other attaches.
 
 PostgreSQL only: SQLite takes the database's write lock at BEGIN (IMMEDIATE), so nothing
 can commit between a transaction's first read and its writes there.
@@ -173,3 +174,35 @@ def test_two_leases_deciding_new_work_at_once_each_see_the_others_decision(
     summary = svc.studies.get(study.id)
     assert summary.study.trials_created == 2
     assert summary.study.scheduler_state["trials_created"] == 2
+
+
+def test_two_creates_of_the_same_study_at_once_attach_instead_of_conflicting(
+    pg_service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two CI jobs submit the same spec at the same moment: one creates the study, the other
+    attaches to it (as it would a moment later), rather than getting 409 from the unique name."""
+    from hpo_service.db import repositories as repo
+
+    svc = pg_service
+    both_looked = threading.Barrier(2, timeout=10.0)
+    lookup = repo.get_study_by_name
+    calls = [0]
+
+    def lookup_after_both_looked(session: Any, project_id: int, name: str) -> Any:
+        found = lookup(session, project_id, name)
+        calls[0] += 1
+        if calls[0] <= 2:  # the first look of each: neither has inserted yet
+            both_looked.wait()
+        return found
+
+    monkeypatch.setattr(repo, "get_study_by_name", lookup_after_both_looked)
+    outcomes: list[object] = []
+    creates = [threading.Thread(target=lambda: outcomes.append(_capture(
+        lambda: svc.studies.create_or_attach(make_spec())))) for _ in range(2)]
+    for thread in creates:
+        thread.start()
+    for thread in creates:
+        thread.join(timeout=30)
+    assert all(isinstance(o, tuple) for o in outcomes), outcomes
+    assert sorted(created for _, created in outcomes) == [False, True]  # type: ignore[misc]
+    assert len({study.id for study, _ in outcomes}) == 1  # type: ignore[misc]
