@@ -94,6 +94,22 @@ def test_a_call_that_waited_out_a_lease_expiry_is_refused(pg_service: Service, c
     assert regrant is not None and regrant.trial.id == trial_id and regrant.trial.attempt == 2
 
 
+def _at_once(*calls: Callable[[], Any]) -> list[object]:
+    """Run the calls on threads of their own, together; their results or exceptions, in call order."""
+    outcomes: list[object] = [None] * len(calls)
+
+    def run(index: int) -> None:
+        outcomes[index] = _capture(calls[index])
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads), "a call is still waiting after 30 s"
+    return outcomes
+
+
 def _capture(call: Callable[[], Any]) -> BaseException | object:
     try:
         return call()
@@ -129,13 +145,7 @@ def test_max_concurrent_holds_when_two_workers_claim_promoted_trials_at_once(
         return claim(session, study_id)
 
     monkeypatch.setattr(repo, "claim_pending", claim_after_both_counted)
-    grants: list[object] = []
-    leases = [threading.Thread(target=lambda w=w: grants.append(_capture(lambda: svc.protocol.lease(w))))
-              for w in ("d", "e")]
-    for thread in leases:
-        thread.start()
-    for thread in leases:
-        thread.join(timeout=30)
+    grants = _at_once(lambda: svc.protocol.lease("d"), lambda: svc.protocol.lease("e"))
     assert sorted(type(g).__name__ for g in grants) == ["LeaseGrant", "NoneType"], grants
     assert svc.studies.get(study.id).trial_counts.get("running") == 2
 
@@ -161,13 +171,7 @@ def test_two_leases_deciding_new_work_at_once_each_see_the_others_decision(
         return claim(session, study_id)
 
     monkeypatch.setattr(repo, "claim_pending", claim_after_both_read)
-    grants: list[object] = []
-    leases = [threading.Thread(target=lambda w=w: grants.append(_capture(lambda: svc.protocol.lease(w))))
-              for w in ("a", "b")]
-    for thread in leases:
-        thread.start()
-    for thread in leases:
-        thread.join(timeout=30)
+    grants = _at_once(lambda: svc.protocol.lease("a"), lambda: svc.protocol.lease("b"))
     assert sorted(type(g).__name__ for g in grants) == ["LeaseGrant", "LeaseGrant"], grants
     numbers = sorted(g.trial.number for g in grants)  # type: ignore[attr-defined]
     assert numbers == [0, 1]
@@ -196,13 +200,8 @@ def test_two_creates_of_the_same_study_at_once_attach_instead_of_conflicting(
         return found
 
     monkeypatch.setattr(repo, "get_study_by_name", lookup_after_both_looked)
-    outcomes: list[object] = []
-    creates = [threading.Thread(target=lambda: outcomes.append(_capture(
-        lambda: svc.studies.create_or_attach(make_spec())))) for _ in range(2)]
-    for thread in creates:
-        thread.start()
-    for thread in creates:
-        thread.join(timeout=30)
+    outcomes = _at_once(lambda: svc.studies.create_or_attach(make_spec()),
+                        lambda: svc.studies.create_or_attach(make_spec()))
     assert all(isinstance(o, tuple) for o in outcomes), outcomes
     assert sorted(created for _, created in outcomes) == [False, True]  # type: ignore[misc]
     assert len({study.id for study, _ in outcomes}) == 1  # type: ignore[misc]
