@@ -1,0 +1,127 @@
+"""Torch threads per plain worker process: N trainers on one machine, uncapped vs `hpo worker`'s cap.
+
+`hpo worker --concurrency N` runs N processes. Uncapped, each one's torch starts a thread per
+core, so N trainers run N x cores threads on cores threads. The cap (`threads_per_process`,
+applied with `cap_threads` as the worker does) gives each cores / N. This runs both side by
+side: N processes, started together, each training a small MLP (built in code, random data)
+for a fixed time; it prints the training steps per second of all N together and the ratio.
+
+Usage (from the repository root):
+
+    .venv/bin/python bench/worker_threads.py --workers 2 4 --seconds 15 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `bench` and `hpo_service` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hpo_service.workers.process import THREAD_VARIABLES, cap_threads, threads_per_process  # noqa: E402
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "worker_threads.md"
+WIDTH, BATCH = 512, 64
+
+
+def trainer(threads: int | None, start: Any, seconds: float, results: Any) -> None:
+    """One worker process: train until ``seconds`` after the common start, then report steps."""
+    for variable in THREAD_VARIABLES:  # uncapped means torch's own default, whatever the parent had
+        os.environ.pop(variable, None)
+    cap_threads(threads)
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(WIDTH, 2 * WIDTH), torch.nn.ReLU(), torch.nn.Linear(2 * WIDTH, WIDTH))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    inputs, targets = torch.randn(BATCH, WIDTH), torch.randn(BATCH, WIDTH)
+    start.wait()
+    steps, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(inputs), targets).backward()
+        optimizer.step()
+        steps += 1
+    results.put((torch.get_num_threads(), steps))
+
+
+def run(workers: int, threads: int | None, seconds: float) -> tuple[float, int]:
+    """(steps per second of all ``workers`` processes together, torch threads each)."""
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(workers + 1), context.Queue()
+    processes = [context.Process(target=trainer, args=(threads, start, seconds, results)) for _ in range(workers)]
+    for process in processes:
+        process.start()
+    start.wait()
+    began = time.monotonic()
+    finished = [results.get(timeout=seconds + 120) for _ in processes]
+    elapsed = time.monotonic() - began
+    for process in processes:
+        process.join()
+    return sum(steps for _, steps in finished) / elapsed, finished[0][0]
+
+
+def _rates(rates: list[float]) -> str:
+    return f"{median(rates):.1f} ({rates[0]:.1f}-{rates[-1]:.1f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[2, 4], help="worker processes (default 2 4)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="training time of each run")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each variant, alternated (uncapped throughput varies a lot between runs)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    if args.seconds <= 0 or min(args.workers) < 1 or args.repeat < 1:
+        parser.error("--seconds, --workers and --repeat must be positive")
+
+    cores = len(os.sched_getaffinity(0))
+    rows = []
+    for workers in args.workers:
+        capped = threads_per_process(cores, workers, None, {})
+        uncapped_runs, capped_runs = [], []
+        for _ in range(args.repeat):  # alternated, so that a slow spell of the machine hits both
+            uncapped_runs.append(run(workers, None, args.seconds))
+            capped_runs.append(run(workers, capped, args.seconds))
+        uncapped_rates = sorted(rate for rate, _ in uncapped_runs)
+        capped_rates = sorted(rate for rate, _ in capped_runs)
+        row = (workers, uncapped_runs[0][1], uncapped_rates, capped_runs[0][1], capped_rates)
+        rows.append(row)
+        print(f"{workers} workers on {cores} cores: uncapped ({row[1]} threads each) {_rates(uncapped_rates)} "
+              f"steps/s, capped ({row[3]} each) {_rates(capped_rates)} steps/s, capped/uncapped (medians) "
+              f"{median(capped_rates) / median(uncapped_rates):.2f}x", flush=True)
+
+    command = "python bench/worker_threads.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [
+        "# Torch threads per plain worker process",
+        "",
+        f"Generated by `{command.strip()}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"{cores} cores, load average at the end {os.getloadavg()[0]:.2f}.",
+        "",
+        f"N processes started together, each training an MLP ({WIDTH} -> {2 * WIDTH} -> {WIDTH}, batch {BATCH}, "
+        f"SGD) for {args.seconds:g} s; steps/s of all N together, median (min-max) of {args.repeat} runs of "
+        "each variant, alternated. Uncapped: torch's default threads. Capped: `hpo worker --concurrency N`'s "
+        "default, cores / N each.",
+        "",
+        "| workers | threads each, uncapped | steps/s uncapped | threads each, capped | steps/s capped "
+        "| capped / uncapped (medians) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [f"| {w} | {ut} | {_rates(ur)} | {ct} | {_rates(cr)} | {median(cr) / median(ur):.2f}x |"
+              for w, ut, ur, ct, cr in rows]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
