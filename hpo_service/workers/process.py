@@ -46,7 +46,7 @@ def threads_per_process(cpu_count: int, concurrency: int, requested: int | None,
     """
     if requested is not None:
         return requested
-    if concurrency == 1 or THREAD_VARIABLES[0] in environment:
+    if concurrency == 1 or "OMP_NUM_THREADS" in environment:
         return None
     return max(1, cpu_count // concurrency)
 
