@@ -158,9 +158,16 @@ def extend_running_leases(session: Session, study_id: int, until: datetime) -> i
     return int(cast(CursorResult[Any], result).rowcount)
 
 
-def trials_in_state(session: Session, study_id: int, states: Sequence[str]) -> list[Trial]:
+def trials_in_state(
+    session: Session, study_id: int, states: Sequence[str], *, lock: bool = False
+) -> list[Trial]:
+    """The study's trials in ``states``; ``lock``: locked, and only those still in them once locked.
+
+    (PostgreSQL re-checks the condition on a row it had to wait for, so a trial claimed
+    meanwhile by a lease drops out instead of being overwritten.)
+    """
     query = select(Trial).where(Trial.study_id == study_id, Trial.state.in_(states)).order_by(Trial.id)
-    return list(session.execute(query).scalars())
+    return list(session.execute(_locking(query) if lock else query).scalars())
 
 
 def list_trials(

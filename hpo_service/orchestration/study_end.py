@@ -16,8 +16,12 @@ def finish_study(
     session: Session, study: Study, status: StudyStatus, reason: str, now: datetime,
     stop_states: Sequence[str] = (TrialState.PAUSED.value,),
 ) -> None:
-    """Set the final status; trials in ``stop_states`` end as stopped, each with a decision."""
-    for trial in repo.trials_in_state(session, study.id, stop_states):
+    """Set the final status; trials in ``stop_states`` end as stopped, each with a decision.
+
+    The trials are locked first: a pending one may be claimed by a lease right now (claims
+    take the trial's lock, not the study's), and a claimed trial is running, not stopped.
+    """
+    for trial in repo.trials_in_state(session, study.id, stop_states, lock=True):
         previous = trial.state
         trial.state = TrialState.STOPPED.value
         trial.lease_token = None

@@ -205,3 +205,50 @@ def test_two_creates_of_the_same_study_at_once_attach_instead_of_conflicting(
     assert all(isinstance(o, tuple) for o in outcomes), outcomes
     assert sorted(created for _, created in outcomes) == [False, True]  # type: ignore[misc]
     assert len({study.id for study, _ in outcomes}) == 1  # type: ignore[misc]
+
+
+def test_a_trial_claimed_while_the_study_is_cancelled_is_told_to_stop(
+    pg_service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancel reads the study's pending trials, a worker claims one of them, then cancel writes.
+
+    The claim committed first, so the trial is running under a lease: cancel must leave it
+    running (its holder is told to stop at its next heartbeat or report, like every running
+    trial of a cancelled study), not overwrite it as stopped and revoke a lease it never saw
+    -- that holder would get 409 for a trial it was entitled to. Cancel locks the trials it
+    stops, so the claim either happens before (and cancel skips the trial) or not at all.
+    """
+    from hpo_service.db import repositories as repo
+
+    svc = pg_service
+    study = svc.studies.create(make_spec())
+    for _ in range(9):
+        run_segment(svc)  # bracket s=2, rung 0 settles: three trials promoted, pending
+    assert svc.studies.get(study.id).trial_counts.get("pending") == 3
+
+    read = repo.trials_in_state
+    claimed: list[object] = []
+
+    def claim_between_read_and_write(session: Any, study_id: int, states: Any, **kwargs: Any) -> Any:
+        trials = read(session, study_id, states, **kwargs)
+        worker = threading.Thread(target=lambda: claimed.append(_capture(lambda: svc.protocol.lease("w"))))
+        worker.start()
+        worker.join(timeout=3.0)  # done (it claimed), or waiting for a lock cancel holds
+        return trials
+
+    monkeypatch.setattr(repo, "trials_in_state", claim_between_read_and_write)
+    svc.studies.cancel(study.id)
+    monkeypatch.undo()
+    deadline = time.monotonic() + 30
+    while not claimed and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    assert len(claimed) == 1 and not isinstance(claimed[0], BaseException), claimed
+    grant = claimed[0]
+    if grant is not None:  # it claimed before cancel locked the trials: it is told to stop
+        ack = svc.protocol.heartbeat(grant.trial.id, grant.trial.lease_token)  # type: ignore[attr-defined]
+        assert ack.directive == "stop"
+        assert svc.studies.trial(grant.trial.id).trial.state == TrialState.RUNNING.value  # type: ignore[attr-defined]
+    counts = svc.studies.get(study.id).trial_counts
+    assert counts.get("pending", 0) == 0
+    assert counts.get("running", 0) == (0 if grant is None else 1)
