@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,10 @@ class HpoClient:
     def lease(self, worker_id: str, *, wait_s: float = 10.0, studies: list[int] | None = None,
               resources: dict[str, Any] | None = None) -> Lease | None:
         body = {"worker_id": worker_id, "wait_s": wait_s, "studies": studies, "resources": resources or {}}
-        return self._call("POST", "/api/v1/leases", json=body, timeout=wait_s + 30.0)
+        # One key for this call and all its retries: a retry whose first try was granted a
+        # trial (the response lost on the way) gets that trial back, not a second one.
+        headers = {"Idempotency-Key": secrets.token_urlsafe(24)}
+        return self._call("POST", "/api/v1/leases", json=body, headers=headers, timeout=wait_s + 30.0)
 
     def heartbeat(self, trial_id: int, token: str) -> Ack:
         return self._call("POST", f"/api/v1/trials/{trial_id}/heartbeat", json={"lease_token": token})

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Header, Response
 from fastapi.concurrency import run_in_threadpool
 
 from hpo_service.api import schemas
@@ -17,13 +17,26 @@ from hpo_service.api.limits import IdPath
 router = APIRouter(prefix="/api/v1", tags=["worker protocol"])
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": schemas.ErrorOut} for code in (401, 403, 404, 409, 422, 429)}
 BODY_ERRORS = {**ERRORS, **schemas.BODY_TOO_LARGE}  # operations that take a body: all of them here
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=64, pattern=r"^[!-~]+$",
+    description="a key the client picks per lease request (1-64 printable ASCII characters) and repeats "
+                "on its retries",
+)]
 
 
 @router.post(
     "/leases", response_model=schemas.LeaseOut,
     responses={204: {"description": "no work within wait_s"}, **BODY_ERRORS},
 )
-async def lease(body: schemas.LeaseIn, services: ServicesDep, caller: Worker) -> schemas.LeaseOut | Response:
+async def lease(
+    body: schemas.LeaseIn, services: ServicesDep, caller: Worker, idempotency_key: IdempotencyKey = None
+) -> schemas.LeaseOut | Response:
+    """Lease a trial, waiting up to ``wait_s`` for one.
+
+    Send an ``Idempotency-Key`` (the SDK does) and repeat it when retrying a request whose
+    response never arrived: while the trial it was granted is still running under this
+    worker, the retry gets that grant back instead of a second trial.
+    """
     settings = services.context.settings
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(body.wait_s, settings.max_lease_wait_seconds)
@@ -31,7 +44,7 @@ async def lease(body: schemas.LeaseIn, services: ServicesDep, caller: Worker) ->
         if services.sweep_due():  # asked on the loop: most polls have no sweep due, and a hop costs CPU
             await run_in_threadpool(services.expire_leases_throttled)
         grant = await run_in_threadpool(services.protocol.lease, body.worker_id, body.studies, caller.project_id,
-                                           body.resources)
+                                           body.resources, idempotency_key)
         if grant is not None:
             return lease_out(grant)
         remaining = deadline - loop.time()

@@ -111,6 +111,9 @@ class Trial(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_token: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None]
+    # The Idempotency-Key of the lease request that granted the lease, if it sent one: a
+    # retry of that request (its response was lost) gets the same grant back (migration 0005).
+    lease_request: Mapped[str | None] = mapped_column(String(64))
     checkpoint_uri: Mapped[str | None] = mapped_column(Text)
     value: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)

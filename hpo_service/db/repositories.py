@@ -82,6 +82,20 @@ def bump_version(session: Session, study: Study, now: datetime) -> None:
 # --- trials --------------------------------------------------------------------
 
 
+def trial_leased_by_request(session: Session, worker_id: str, request_key: str) -> Trial | None:
+    """The running trial (locked) that ``worker_id``'s lease request ``request_key`` was granted, if any.
+
+    Asked on every lease that sends a key, and almost always the answer is none: so first one
+    narrow unlocked query over the running trials (the state index), then the locked row only
+    when there is one, checked again once locked.
+    """
+    held = Trial.state == TrialState.RUNNING.value, Trial.lease_owner == worker_id, Trial.lease_request == request_key
+    trial_id = session.execute(select(Trial.id).where(*held).limit(1)).scalar()
+    if trial_id is None:
+        return None
+    return session.execute(_locking(select(Trial).where(Trial.id == trial_id, *held))).scalar_one_or_none()
+
+
 def get_trial(session: Session, trial_id: int, *, lock: bool = False) -> Trial | None:
     if not lock:
         # A trial this transaction already loaded comes from the session without a query (an

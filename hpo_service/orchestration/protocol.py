@@ -62,26 +62,53 @@ class TrialProtocol:
 
     def lease(
         self, worker_id: str, study_ids: list[int] | None = None, project_id: int | None = None,
-        resources: dict[str, Any] | None = None,
+        resources: dict[str, Any] | None = None, request_key: str | None = None,
     ) -> LeaseGrant | None:
         """One attempt to lease work (in ``project_id``'s studies); the API's long poll calls this repeatedly.
+
+        ``request_key`` (the request's Idempotency-Key) is stored on the grant. When a grant
+        made under it is still running and held by ``worker_id``, that grant is the answer:
+        the request is a retry whose first response was lost, and the worker never learned
+        the token (it would otherwise hold two trials, one of them until its lease expired).
 
         Every attempt also marks the worker as seen (throttled), so that the Workers page
         lists idle workers too."""
 
-        def candidates_of(session: Session) -> list[int]:
+        def candidates_of(session: Session) -> LeaseGrant | list[int]:
+            if request_key is not None:
+                granted = self._granted_before(session, worker_id, request_key, project_id)
+                if granted is not None:
+                    return granted
             found = repo.running_study_ids(session, study_ids, project_id)
             record_worker_seen(session, worker_id, None, self._ctx.clock(), resources)
             return found
 
         candidates = self._ctx.run(candidates_of)
+        if isinstance(candidates, LeaseGrant):
+            return candidates
         for study_id in candidates:
-            grant = self._ctx.run(lambda s: self._claim(s, study_id, worker_id))
+            grant = self._ctx.run(lambda s: self._claim(s, study_id, worker_id, request_key))
             if grant is not None:
                 return grant
         return None
 
-    def _claim(self, session: Session, study_id: int, worker_id: str) -> LeaseGrant | None:
+    def _granted_before(
+        self, session: Session, worker_id: str, request_key: str, project_id: int | None
+    ) -> LeaseGrant | None:
+        """The grant an earlier try of this lease request got, its lease renewed from now."""
+        trial = repo.trial_leased_by_request(session, worker_id, request_key)
+        if trial is None or trial.lease_token is None:
+            return None
+        study = load_study(session, trial.study_id)
+        if project_id is not None and study.project_id != project_id:
+            return None
+        spec = StudySpec.model_validate(study.spec)
+        grant_lease(trial, worker_id, spec.retry.lease_seconds, self._ctx.clock(), trial.lease_token)
+        return LeaseGrant(trial, study, spec)
+
+    def _claim(
+        self, session: Session, study_id: int, worker_id: str, request_key: str | None = None
+    ) -> LeaseGrant | None:
         """A pending trial of the study if there is one (never waiting for it), else new work."""
         study = load_study(session, study_id)
         spec = StudySpec.model_validate(study.spec)
@@ -95,7 +122,7 @@ class TrialProtocol:
             return None
         trial = repo.claim_pending(session, study_id)
         if trial is not None:
-            self._grant(trial, worker_id, spec)
+            self._grant(trial, worker_id, spec, request_key)
             return LeaseGrant(trial, study, spec)
         # New work is decided under the study lock. No trial lock is held at this point
         # (none was pending), so taking the study's now keeps the lock order.
@@ -106,16 +133,17 @@ class TrialProtocol:
         if trial is None:
             return None
         repo.bump_version(session, study, self._ctx.clock())  # before the grant's flush: one UPDATE of the study
-        self._grant(trial, worker_id, driver.spec)
+        self._grant(trial, worker_id, driver.spec, request_key)
         return LeaseGrant(trial, study, driver.spec)
 
     def _at_capacity(self, session: Session, study: Study, spec: StudySpec) -> bool:
         limit = spec.limits.max_concurrent
         return limit is not None and repo.count_in_state(session, study.id, [TrialState.RUNNING.value]) >= limit
 
-    def _grant(self, trial: Trial, worker_id: str, spec: StudySpec) -> None:
+    def _grant(self, trial: Trial, worker_id: str, spec: StudySpec, request_key: str | None) -> None:
         now = self._ctx.clock()
         grant_lease(trial, worker_id, spec.retry.lease_seconds, now, secrets.token_urlsafe(24))
+        trial.lease_request = request_key
         session = Session.object_session(trial)
         if session is not None:  # the worker row is written last: after the study and trial locks
             session.flush()
