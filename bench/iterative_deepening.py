@@ -190,6 +190,7 @@ class Study:
                 if isinstance(action, NewTrial):
                     trial_id = len(self.trials) + 1
                     self.trials[trial_id] = Trial(action.bracket, action.rung, action.budget)
+                    self.port.created(trial_id)
                 else:
                     self._apply([action])
                     trial_id = self.pending.pop(0)

@@ -272,6 +272,7 @@ class MemoryBackend:
             params = self._proposer.propose(number)
             trial = _Trial(number + 1, number, params, action.bracket, action.rung, budget_target=action.budget)
             self.trials[trial.trial_id] = trial
+            self._port.created(trial.trial_id)
             return trial
         if isinstance(action, Promote):
             self._promote(action)

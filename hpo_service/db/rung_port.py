@@ -72,6 +72,11 @@ class DbRungPort:
         )
         return int(self._execute(query).scalar_one())
 
+    def newest_trial_id(self) -> int | None:
+        # Trials of a study are created under its row lock, so their ids grow in creation order.
+        query = select(func.max(Trial.id)).where(Trial.study_id == self._study_id)
+        return self._execute(query).scalar_one()
+
     def best_at_budget(self, bracket_lo: int, bracket_hi: int, budget: float, k: int) -> list[RungResult]:
         query = (
             select(*_COLUMNS)

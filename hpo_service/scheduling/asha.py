@@ -26,10 +26,14 @@ checkpoint and what that saves.
 
 Snapshot (JSON)::
 
-    {"kind": "asha", "version": 2, "ladder": [27.0, 81.0], "trials_created": 40, "budget_committed": 96.0}
+    {"kind": "asha", "version": 2, "ladder": [27.0, 81.0], "raised_after": [38],
+     "trials_created": 40, "budget_committed": 96.0}
 
 ``ladder`` lists the max budgets the study has had, oldest first (the last is the
-spec's). Everything else ASHA needs is in the rung results behind ``RungPort``.
+spec's); ``raised_after`` the id of the newest trial at each raise (``RungPort.newest_trial_id``;
+absent in snapshots from before it was kept, then None: unknown), so that only trials that
+existed at a raise are said to reuse a checkpoint. Everything else ASHA needs is in the rung
+results behind ``RungPort``.
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ class AshaScheduler:
         self._eta = spec.eta
         self._limits = limits
         self._top = self._base_top(spec.max_budget)
-        self._rung_cache: dict[tuple[float, ...], Rungs] = {}
+        self._rung_cache: dict[tuple[tuple[float, ...], tuple[int | None, ...]], Rungs] = {}
 
     def _base_top(self, max_budget: float) -> int:
         """Top rung index of a study that started with ``max_budget``."""
@@ -93,11 +97,13 @@ class AshaScheduler:
 
     def _rungs(self, state: SchedulerState | None) -> Rungs:
         ladder = (float(self._max_budget),) if state is None else tuple(state["ladder"])
-        if ladder not in self._rung_cache:
+        newest = () if state is None else tuple(state["raised_after"])
+        key = (ladder, newest)
+        if key not in self._rung_cache:
             first, top = ladder[0], self._base_top(ladder[0])
             base = [rung_budget(first, self._eta, top, rung) for rung in range(top + 1)]
-            self._rung_cache[ladder] = Ladder(self._eta, ladder).stack(base, 0)
-        return self._rung_cache[ladder]
+            self._rung_cache[key] = Ladder(self._eta, ladder, newest=newest).stack(base, 0)
+        return self._rung_cache[key]
 
     def bracket_s(self, bracket: int, state: SchedulerState | None = None) -> int:
         """Top rung index of the single bracket (rungs added by raises included)."""
@@ -110,7 +116,7 @@ class AshaScheduler:
 
     def initial_state(self) -> SchedulerState:
         return {
-            "kind": self.kind, "version": VERSION, "ladder": [float(self._max_budget)],
+            "kind": self.kind, "version": VERSION, "ladder": [float(self._max_budget)], "raised_after": [],
             "trials_created": 0, "budget_committed": 0.0,
         }
 
@@ -164,6 +170,7 @@ class AshaScheduler:
         old_top = self._rungs(state).top
         deepening_rungs(state["ladder"][-1], self._max_budget, self._eta)  # raises unless it grows
         state["ladder"].append(float(self._max_budget))
+        state["raised_after"].append(port.newest_trial_id())
         rungs = self._rungs(state)
         if rungs.top > MAX_RUNGS:
             raise ValueError(
@@ -200,7 +207,7 @@ class AshaScheduler:
         return None
 
     def _promote(self, rungs: Rungs, trial_id: int, rung: int, rank: int, count: int, quota: int) -> Promote:
-        raised, reuse = rungs.reuse_note(rung)
+        raised, reuse = rungs.reuse_note(rung, trial_id)
         why = (
             f"{raised}rank {rank} of {count} at rung {rung} "
             f"(budget {format_budget(rungs.budget(rung))}): top {quota} promotable{reuse}"
@@ -228,6 +235,7 @@ class AshaScheduler:
         if isinstance(committed, bool) or not isinstance(committed, (int, float)) or committed < 0:
             raise ValueError(f"corrupt {self.kind} snapshot: budget_committed={committed!r}")
         ladder = _load_ladder(self.kind, state.get("ladder"))
+        raised_after = _load_raised_after(self.kind, state.get("raised_after"), len(ladder) - 1)
         expected = self._max_budget if expected_max is None else expected_max
         if not same_budget(ladder[-1], expected):
             raise ValueError(
@@ -235,7 +243,7 @@ class AshaScheduler:
                 f"not {format_budget(expected)}: a raise must go through extend"
             )
         return {
-            "kind": self.kind, "version": VERSION, "ladder": ladder,
+            "kind": self.kind, "version": VERSION, "ladder": ladder, "raised_after": raised_after,
             "trials_created": created, "budget_committed": float(committed),
         }
 
@@ -249,3 +257,14 @@ def _load_ladder(kind: str, raw: Any) -> list[float]:
             raise ValueError(f"corrupt {kind} snapshot: ladder={raw!r} (positive, increasing max budgets)")
         ladder.append(float(value))
     return ladder
+
+
+def _load_raised_after(kind: str, raw: Any, raises: int) -> list[int | None]:
+    """The newest trial id at each raise; a snapshot from before they were kept has none (None each)."""
+    if raw is None:
+        return [None] * raises
+    if not isinstance(raw, list) or len(raw) != raises or not all(
+        value is None or (isinstance(value, int) and not isinstance(value, bool)) for value in raw
+    ):
+        raise ValueError(f"corrupt {kind} snapshot: raised_after={raw!r} (one trial id or null per raise)")
+    return list(raw)

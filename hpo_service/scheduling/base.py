@@ -59,7 +59,8 @@ the raise (the larger bracket promotes more; it resumes from its checkpoint). Wi
 a top-up (ASHA; Hyperband with ``top_up=False``), a promotion out of a rung that was
 the top before a raise is the reuse; its reason starts with ``budget raised R -> R':``
 and ends with ``continues from its checkpoint at B (saves B)``, B being the budget
-that a restart would train again.
+that a restart would train again; only for a trial that existed at the raise (the snapshot
+keeps the newest trial id of each raise), since one created later saves nothing.
 
 The actions of ``on_result``/``on_lost`` may name trials other than the one
 reported, in other brackets too: synchronous Hyperband decides a whole rung at
@@ -191,6 +192,13 @@ class RungPort(Protocol):
 
     def best_at_budget(self, bracket_lo: int, bracket_hi: int, budget: float, k: int) -> list[RungResult]:
         """The ``k`` best results trained to ``budget`` in brackets ``bracket_lo <= b < bracket_hi``."""
+        ...
+
+    def newest_trial_id(self) -> int | None:
+        """The id of the study's newest trial (ids grow in creation order), None before the first.
+
+        Asked when max_budget is raised: trials up to it existed at the raise (reuse is theirs).
+        """
         ...
 
 

@@ -70,7 +70,7 @@ Snapshot (JSON)::
 
     {"kind": "hyperband", "version": 3,
      "ladder": [{"max_budget": 27.0, "brackets": 4},
-                {"max_budget": 81.0, "brackets": 1, "top_up": true}],
+                {"max_budget": 81.0, "brackets": 1, "top_up": true, "newest_trial": 118}],
      "brackets_opened": 5, "trials_created": 120, "budget_committed": 250.0,
      "creation_stopped": false,
      "open": {"0": {"n0": 81, "rung": 0, "entered": 60, "lost": [], "stopped": [2, 5, 7]},
@@ -79,7 +79,9 @@ Snapshot (JSON)::
 
 ``ladder`` lists the max budgets the study has had, oldest first, with the number of
 brackets each planned (segment ``j`` owns the ids after those of segment ``j - 1``) and, for
-each raise, whether it topped the old brackets up; the last max budget is the spec's.
+each raise, whether it topped the old brackets up and the id of the newest trial then
+(``newest_trial``: only trials up to it existed at the raise, so only they can reuse a
+checkpoint; absent in older snapshots, then unknown); the last max budget is the spec's.
 ``open`` holds only brackets that still wait for a decision; finished brackets are dropped so
 that the snapshot stays small over many sweeps. A bracket being topped up lists the old
 trials that were stopped before the raise at rungs it has not decided again (``stopped``:
@@ -138,12 +140,13 @@ class HyperbandScheduler:
     def _geometry(self, state: SchedulerState | None) -> HyperbandGeometry:
         """The bracket geometry of ``state``'s ladder (a fresh study's when None)."""
         if state is None:
-            segments: tuple[tuple[float, int, bool], ...] = (
+            segments: tuple[tuple[Any, ...], ...] = (
                 (self._max_budget, self._iterations * (self._s_max + 1), False),
             )
         else:
             segments = tuple(
-                (float(step["max_budget"]), int(step["brackets"]), bool(step.get("top_up", False)))
+                (float(step["max_budget"]), int(step["brackets"]), bool(step.get("top_up", False)),
+                 step.get("newest_trial"))
                 for step in state["ladder"]
             )
         if segments not in self._geometries:
@@ -251,9 +254,10 @@ class HyperbandScheduler:
         before = self._geometry(state)
         added = deepening_rungs(old_max, self._max_budget, self._eta)
         s_top = min(len(added) - 1, self._s_max)
-        state["ladder"].append(
-            {"max_budget": float(self._max_budget), "brackets": self._iterations * (s_top + 1), "top_up": top_up}
-        )
+        state["ladder"].append({
+            "max_budget": float(self._max_budget), "brackets": self._iterations * (s_top + 1), "top_up": top_up,
+            "newest_trial": port.newest_trial_id(),
+        })
         after = self._geometry(state)
         if after.most_halvings() > MAX_RUNGS:
             raise ValueError(
@@ -461,11 +465,9 @@ class HyperbandScheduler:
             stopped = set(entry["stopped"])
             promoted_before = port.promoted_ids(bracket_id, rung)
             kept = len(promoted_before)
-            raised, reuse = "", ""
             before = f" ({kept} of them before the raise)" if kept else ""
         else:
             stopped, promoted_before, kept, before = set(), set(), 0, ""
-            raised, reuse = rungs.reuse_note(rung)
         slots = max(0, quota - kept)
         actions: list[Action] = []
         promoted = candidates = 0
@@ -475,6 +477,7 @@ class HyperbandScheduler:
                 continue
             candidates += 1
             was_stopped = trial_id in stopped
+            raised, reuse = ("", "") if topped_up else rungs.reuse_note(rung, trial_id)
             why = f"{raised}rank {rank} of {len(ranked)} at rung {rung} (budget {here}): top {quota} promoted{before}"
             if candidates > slots:
                 if not was_stopped:
@@ -567,6 +570,10 @@ def _load_ladder(raw: Any) -> list[dict[str, Any]]:
             if not isinstance(top_up, bool):
                 raise ValueError(f"ladder top_up must be a boolean, got {top_up!r}")
             loaded["top_up"] = top_up
+            newest = step.get("newest_trial")  # absent before it was kept: unknown
+            if newest is not None and (isinstance(newest, bool) or not isinstance(newest, int)):
+                raise ValueError(f"ladder newest_trial must be a trial id or null, got {newest!r}")
+            loaded["newest_trial"] = newest
         ladder.append(loaded)
     return ladder
 

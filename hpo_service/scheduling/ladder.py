@@ -14,7 +14,8 @@ variant: see hyperband.py) or not (ASHA, and Hyperband raised with ``top_up=Fals
 a top-up, a rung that was a bracket's top before the raise is where reuse happens: a
 promotion out of it continues a trial that the old maximum would have ended there, so its
 decision says so (``reuse_note``) and how much budget it saves against training that
-configuration again from scratch (the budget of that rung). With a top-up, new trials reach
+configuration again from scratch (the budget of that rung) -- for trials that existed at the
+raise (ids up to the newest then); one created later was never going to stop there. With a top-up, new trials reach
 that rung too, so reuse is declared per trial when the raise happens instead, and the rung
 is not marked.
 
@@ -52,7 +53,8 @@ class Rungs:
     """The budgets of one bracket's rungs, and the rungs that were its top before a raise."""
 
     budgets: tuple[float, ...]
-    raised: dict[int, tuple[float, float]] = field(default_factory=dict)  # rung -> (max before, max after)
+    # rung -> (max before, max after, newest trial id at the raise: None if unknown)
+    raised: dict[int, tuple[float, float, int | None]] = field(default_factory=dict)
 
     @property
     def top(self) -> int:
@@ -63,11 +65,19 @@ class Rungs:
             raise ValueError(f"rung {rung} is outside 0..{self.top}")
         return self.budgets[rung]
 
-    def reuse_note(self, rung: int) -> tuple[str, str]:
-        """(prefix, suffix) for the reason of a promotion out of ``rung``; empty unless it is a reuse."""
+    def reuse_note(self, rung: int, trial_id: int) -> tuple[str, str]:
+        """(prefix, suffix) for the reason of a decision on ``trial_id`` at ``rung``; empty unless a reuse.
+
+        Only a trial that existed at the raise is one: the old max budget would have ended it at
+        this rung. A trial created later (a bracket opened after the raise, an ASHA trial that
+        climbed to this rung since) was always going to train on, and saves nothing. Trial ids
+        grow in creation order; a raise recorded before the newest id was kept (None) marks all.
+        """
         if rung not in self.raised:
             return "", ""
-        before, after = self.raised[rung]
+        before, after, newest = self.raised[rung]
+        if newest is not None and trial_id > newest:
+            return "", ""
         here = format_budget(self.budgets[rung])
         return (
             f"budget raised {format_budget(before)} -> {format_budget(after)}: ",
@@ -79,10 +89,14 @@ class Ladder:
     """Max budgets, oldest first, and the rungs each raise added. Raises ValueError unless increasing.
 
     ``top_ups[j]`` says whether the raise ``max_budgets[j] -> max_budgets[j + 1]`` topped the old
-    brackets up (default: none did).
+    brackets up (default: none did); ``newest[j]`` is the id of the newest trial at that raise
+    (default: unknown, None).
     """
 
-    def __init__(self, eta: int, max_budgets: Sequence[float], top_ups: Sequence[bool] = ()) -> None:
+    def __init__(
+        self, eta: int, max_budgets: Sequence[float], top_ups: Sequence[bool] = (),
+        newest: Sequence[int | None] = (),
+    ) -> None:
         if not max_budgets:
             raise ValueError("a ladder needs at least one max budget")
         self.eta = eta
@@ -91,6 +105,7 @@ class Ladder:
             deepening_rungs(before, after, eta) for before, after in zip(self.max_budgets, self.max_budgets[1:])
         )
         self.top_ups = tuple(top_ups) + (False,) * (len(self.added) - len(top_ups))
+        self.newest: tuple[int | None, ...] = tuple(newest) + (None,) * (len(self.added) - len(newest))
 
     def stack(self, base: Sequence[float], segment: int) -> Rungs:
         """The rungs of a bracket of ladder step ``segment`` whose own rungs are ``base`` (top: its max).
@@ -98,10 +113,10 @@ class Ladder:
         Old top rungs are marked as reuse points only for raises that did not top up.
         """
         budgets = list(base)
-        raised: dict[int, tuple[float, float]] = {}
+        raised: dict[int, tuple[float, float, int | None]] = {}
         for step in range(segment, len(self.added)):
             if not self.top_ups[step]:
-                raised[len(budgets) - 1] = (self.max_budgets[step], self.max_budgets[step + 1])
+                raised[len(budgets) - 1] = (self.max_budgets[step], self.max_budgets[step + 1], self.newest[step])
             budgets += self.added[step]
         return Rungs(tuple(budgets), raised)
 
@@ -109,14 +124,16 @@ class Ladder:
 class HyperbandGeometry:
     """Where each bracket id of a (possibly raised) Hyperband study starts, its rungs and its size.
 
-    ``segments`` are ``(max_budget, brackets)`` or ``(max_budget, brackets, top_up)`` tuples, oldest
-    first (the snapshot's ``ladder``); ``top_up`` (default False) says whether the raise that made the
-    segment topped the older brackets up, and is ignored for segment 0.
+    ``segments`` are ``(max_budget, brackets[, top_up[, newest_trial]])`` tuples, oldest first (the
+    snapshot's ``ladder``); ``top_up`` (default False) says whether the raise that made the segment
+    topped the older brackets up, ``newest_trial`` (default None: unknown) the id of the newest
+    trial at that raise; both are ignored for segment 0.
     """
 
     def __init__(self, min_budget: float, eta: int, segments: Sequence[tuple[Any, ...]]) -> None:
         top_ups = [bool(segment[2]) if len(segment) > 2 else False for segment in segments[1:]]
-        self.ladder = Ladder(eta, [segment[0] for segment in segments], top_ups)
+        newest = [segment[3] if len(segment) > 3 else None for segment in segments[1:]]
+        self.ladder = Ladder(eta, [segment[0] for segment in segments], top_ups, newest)
         self._min_budget, self._eta = min_budget, eta
         self._counts = [int(segment[1]) for segment in segments]
         self._firsts = [sum(self._counts[:j]) for j in range(len(segments))]

@@ -27,8 +27,15 @@ class InMemoryRungPort:
         # Trials in flight per bracket: a simulation driver keeps this up to date
         # (start/finish), since this port never sees trial states otherwise.
         self.in_flight_by_bracket: dict[int, int] = {}
+        # The newest trial id: raised by every result, and by ``created`` for drivers that call it
+        # (a trial in flight toward its first result is otherwise unknown here).
+        self._newest: int | None = None
 
     # --- writes (the caller's side) ---------------------------------------------------
+
+    def created(self, trial_id: int) -> None:
+        """A trial was created (ids grow in creation order)."""
+        self._newest = trial_id if self._newest is None else max(self._newest, trial_id)
 
     def record(self, result: RungResult) -> None:
         """Store a trial's result at a rung. Raises ValueError for a NaN score or a repeat."""
@@ -36,6 +43,7 @@ class InMemoryRungPort:
             raise ValueError(f"trial {result.trial_id}: a NaN score cannot be ranked")
         if (result.trial_id, result.rung) in self._results:
             raise ValueError(f"trial {result.trial_id} already has a result at rung {result.rung}")
+        self.created(result.trial_id)
         self._results[(result.trial_id, result.rung)] = result
         key = (result.score, result.trial_id)
         insort(self._ranked.setdefault((result.bracket, result.rung), []), key)
@@ -80,6 +88,9 @@ class InMemoryRungPort:
 
     def in_flight(self, bracket_lo: int, bracket_hi: int) -> int:
         return sum(n for b, n in self.in_flight_by_bracket.items() if bracket_lo <= b < bracket_hi)
+
+    def newest_trial_id(self) -> int | None:
+        return self._newest
 
     def best_at_budget(self, bracket_lo: int, bracket_hi: int, budget: float, k: int) -> list[RungResult]:
         found = [r for r in self._results.values()

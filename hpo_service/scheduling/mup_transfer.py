@@ -77,6 +77,9 @@ class OffsetPort:
     def in_flight(self, bracket_lo: int, bracket_hi: int) -> int:
         return self._port.in_flight(bracket_lo + self._offset, bracket_hi + self._offset)
 
+    def newest_trial_id(self) -> int | None:
+        return self._port.newest_trial_id()
+
     def best_at_budget(self, bracket_lo: int, bracket_hi: int, budget: float, k: int) -> list[RungResult]:
         found = self._port.best_at_budget(bracket_lo + self._offset, bracket_hi + self._offset, budget, k)
         return [r for r in map(self._out, found) if r is not None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hpo_service.domain.queries import TrialFilter
 from hpo_service.domain.states import StudyStatus
 from hpo_service.errors import InvalidInput
 from tests.db.conftest import Service
@@ -84,3 +85,22 @@ def test_bad_extensions_are_refused(service: Service, kind: str, new_max: float,
     with pytest.raises(InvalidInput, match=message):
         service.studies.extend(study.id, new_max)
     assert service.studies.get(study.id).study.spec["scheduler"]["max_budget"] == 9
+
+
+def test_only_trials_that_existed_at_the_raise_are_said_to_reuse_a_checkpoint(service: Service) -> None:
+    spec = make_spec(scheduler={"kind": "asha", "min_budget": 1, "max_budget": 3, "eta": 3},
+                     limits={"max_trials": 40})
+    study = service.studies.create(spec)
+    for _ in range(15):
+        run_segment(service)
+    newest = max(t.id for t in service.studies.trials(study.id, TrialFilter(), limit=1000, offset=0)[0])
+    service.studies.extend(study.id, 9)
+    assert service.studies.get(study.id).study.scheduler_state["raised_after"] == [newest]
+    run_to_end(service, study.id)
+
+    promotions_at_3 = [d for d in service.studies.decisions(study.id, limit=5000)
+                       if d.kind == "promote" and "at rung 1 (budget 3)" in d.reason]
+    labelled = {d.trial_id for d in promotions_at_3 if d.reason.startswith("budget raised 3 -> 9: ")}
+    assert labelled and all(trial_id <= newest for trial_id in labelled)  # type: ignore[operator]
+    later = {d.trial_id for d in promotions_at_3} - labelled
+    assert later and all(trial_id > newest for trial_id in later)  # type: ignore[operator]

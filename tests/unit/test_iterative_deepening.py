@@ -53,6 +53,7 @@ class Caller:
             trial_id = len(self.where) + 1
             self.where[trial_id] = (action.bracket, action.rung)
             self.status[trial_id] = "running"
+            self.port.created(trial_id)
         elif action is not None:
             self._apply([action])
         return action
@@ -240,7 +241,7 @@ def test_a_top_up_keeps_every_old_trial_and_grows_each_old_bracket() -> None:
     )
     assert sum(a.budget for a in caller.reused) == 69 == caller.state["budget_committed"]  # all of it
     assert caller.state["ladder"] == [
-        {"max_budget": 9.0, "brackets": 3}, {"max_budget": 27.0, "brackets": 1, "top_up": True}]
+        {"max_budget": 9.0, "brackets": 3}, {"max_budget": 27.0, "brackets": 1, "top_up": True, "newest_trial": 17}]
     assert caller.state["open"] == {  # back at rung 0; "stopped": trials stopped before, which may come back
         "0": {"n0": 27, "rung": 0, "entered": 9, "lost": [], "stopped": [2, 3, 4, 5, 6, 7, 8, 9]},
         "1": {"n0": 12, "rung": 0, "entered": 5, "lost": [], "stopped": [11, 12, 13, 14]},
@@ -480,7 +481,7 @@ def test_without_top_up_a_raise_continues_the_best_of_every_old_top_rung() -> No
         "continues from its checkpoint at 9 (saves 9)"
     )
     assert caller.state["ladder"] == [
-        {"max_budget": 9.0, "brackets": 3}, {"max_budget": 27.0, "brackets": 1, "top_up": False}]
+        {"max_budget": 9.0, "brackets": 3}, {"max_budget": 27.0, "brackets": 1, "top_up": False, "newest_trial": 17}]
     assert caller.state["open"] == {
         "0": {"n0": 9, "rung": 3, "entered": 1, "lost": []},
         "1": {"n0": 5, "rung": 2, "entered": 1, "lost": []},
@@ -577,8 +578,11 @@ def test_without_top_up_raising_twice() -> None:
     assert all(a.reason.startswith("budget raised 27 -> 81: ") for a in actions)
     assert caller.rungs(0) == [1, 3, 9, 27, 81] and caller.rungs(3) == [27, 81] and caller.rungs(4) == [81]
     caller.run()
-    assert caller.state["ladder"] == [{"max_budget": 9.0, "brackets": 3}, {"max_budget": 27.0, "brackets": 1,
-                                       "top_up": False}, {"max_budget": 81.0, "brackets": 1, "top_up": False}]
+    assert caller.state["ladder"] == [
+        {"max_budget": 9.0, "brackets": 3},
+        {"max_budget": 27.0, "brackets": 1, "top_up": False, "newest_trial": 17},  # trials 1-17 existed at 9 -> 27
+        {"max_budget": 81.0, "brackets": 1, "top_up": False, "newest_trial": 21},  # and 18-21 (bracket 3) at 27 -> 81
+    ]
     assert [t for t, s in caller.status.items() if s == "completed"] == [1, 10, 15, 18, 22, 23, 24, 25, 26]
 
 
@@ -683,3 +687,83 @@ def test_asha_later_promotions_out_of_the_old_top_follow_the_rule() -> None:
     assert action == Promote(2, 4, 81.0, "budget raised 27 -> 81: rank 1 of 3 at rung 3 (budget 27): top 1 "
                                          "promotable; continues from its checkpoint at 27 (saves 27)")
     assert caller.report(2, 0.1) == [Finish(2, "reached the top rung 4 (budget 81)")]
+
+
+# --- reuse is for trials that existed at the raise ----------------------------------------
+
+
+def test_asha_a_trial_created_after_the_raise_reuses_nothing_at_the_old_top() -> None:
+    caller = asha_with_top([0.5, 0.2])  # trials 1 and 2 completed at 27 before the raise
+    assert caller.extend(81) == []
+    assert caller.state["raised_after"] == [2]
+    caller.where[3], caller.status[3] = (0, 3), "running"  # created after the raise, it climbed to 27 since
+    caller.port.created(3)
+    assert caller.report(3, 0.1) == []
+    assert caller.next_work() == Promote(3, 4, 81.0, "rank 1 of 3 at rung 3 (budget 27): top 1 promotable")
+    for trial_id, score in [(4, 0.6), (5, 0.7), (6, 0.8)]:
+        caller.where[trial_id], caller.status[trial_id] = (0, 3), "running"
+        caller.port.created(trial_id)
+        caller.report(trial_id, score)
+    assert caller.next_work() == Promote(  # trial 2 existed at the raise: 81 continues it
+        2, 4, 81.0, "budget raised 27 -> 81: rank 2 of 6 at rung 3 (budget 27): top 2 promotable; "
+                    "continues from its checkpoint at 27 (saves 27)")
+
+
+def test_without_top_up_a_bracket_opened_after_the_raise_reuses_nothing() -> None:
+    caller = Caller(HB9)
+    for _ in range(14):  # brackets 0 (s=2) and 1 (s=1); bracket 2 (s=0, its rung 0 at 9) not opened yet
+        assert isinstance(caller.next_work(), NewTrial)
+    assert caller.extend(27, top_up=False) == []
+    for _ in range(3):
+        action = caller.next_work()
+        assert isinstance(action, NewTrial) and action.bracket == 2
+    assert caller.report(15, 0.5) == [] and caller.report(16, 0.4) == []
+    assert caller.report(17, 0.45) == [  # 9 was never going to end them: no "budget raised", nothing saved
+        Promote(16, 1, 27.0, "rank 1 of 3 at rung 0 (budget 9): top 1 promoted"),
+        Stop(17, "rank 2 of 3 at rung 0 (budget 9): top 1 promoted"),
+        Stop(15, "rank 3 of 3 at rung 0 (budget 9): top 1 promoted"),
+    ]
+
+
+def test_a_snapshot_from_before_the_newest_trial_was_kept_marks_every_promotion_at_the_old_top() -> None:
+    asha = asha_with_top([0.5, 0.2])
+    asha.extend(81)
+    del asha.state["raised_after"]  # as stored before it was kept: every raise's newest trial unknown
+    asha.where[3], asha.status[3] = (0, 3), "running"
+    asha.report(3, 0.1)
+    action = asha.next_work()
+    assert isinstance(action, Promote) and action.reason.startswith("budget raised 27 -> 81: ")
+
+    hyperband = Caller(HB9)
+    for _ in range(14):
+        hyperband.next_work()
+    hyperband.extend(27, top_up=False)
+    del hyperband.state["ladder"][1]["newest_trial"]
+    for _ in range(3):
+        hyperband.next_work()
+    hyperband.report(15, 0.5), hyperband.report(16, 0.4)
+    assert hyperband.report(17, 0.45)[0] == Promote(16, 1, 27.0, reuse("9", "27", 1, 3, 0, 1))
+
+
+@pytest.mark.parametrize(
+    ("spec", "corrupt"),
+    [
+        (ASHA27, {"raised_after": [3]}),  # one per raise: this study was never raised
+        (ASHA27, {"raised_after": "3"}),
+        (ASHA27, {"raised_after": [True]}),
+    ],
+)
+def test_a_corrupt_record_of_the_newest_trial_is_refused(spec: SchedulerSpec, corrupt: dict[str, Any]) -> None:
+    scheduler = make_scheduler(spec, Limits(max_trials=5))
+    state = {**scheduler.initial_state(), **corrupt}
+    with pytest.raises(ValueError, match="raised_after"):
+        scheduler.next_work(state, InMemoryRungPort())
+
+
+def test_a_corrupt_newest_trial_in_a_hyperband_ladder_is_refused() -> None:
+    caller = finished_hb9()
+    caller.extend(27, top_up=False)
+    state = json.loads(json.dumps(caller.state))
+    state["ladder"][1]["newest_trial"] = "17"
+    with pytest.raises(ValueError, match="newest_trial"):
+        caller.scheduler.next_work(state, caller.port)

@@ -149,6 +149,7 @@ class Simulation:
         quality, slope = (self.rng.random(), 4 * self.rng.random()) if self.objective is None else self.objective(trial_id)
         trial = SimTrial(trial_id, action.bracket, action.rung, action.budget, quality, slope)
         self.trials[trial_id] = trial
+        self.port.created(trial_id)
         self.entered[(trial.bracket, trial.rung)].add(trial_id)
         self.budget_committed += action.budget
         return trial
