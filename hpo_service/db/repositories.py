@@ -119,10 +119,15 @@ def lease_view(session: Session, trial_id: int) -> Any:
 
 
 def claim_pending(session: Session, study_id: int) -> Trial | None:
-    """Lock the oldest pending trial of a study; rows another transaction holds are skipped."""
+    """Lock the oldest pending trial of a study; rows another transaction holds are skipped.
+
+    None once the study is no longer running: the caller read its status earlier without a
+    lock, and a pause or cancel may have committed since (this statement sees it).
+    """
+    running = select(Study.id).where(Study.id == study_id, Study.status == StudyStatus.RUNNING.value).exists()
     query = (
         select(Trial)
-        .where(Trial.study_id == study_id, Trial.state == TrialState.PENDING.value)
+        .where(Trial.study_id == study_id, Trial.state == TrialState.PENDING.value, running)
         .order_by(Trial.id)
         .limit(1)
         .with_for_update(skip_locked=True)

@@ -12,6 +12,9 @@
    the locked read must replace the earlier one (``populate_existing``), or the second of two
    leases decides from a stale scheduler snapshot.
 4. Two creates of one study (same name, same spec) at once: one creates, the other attaches.
+5. A cancel that read the pending trials before a worker claimed one leaves that trial running
+   (told to stop) rather than revoking a lease it never saw.
+6. A pause that commits after a lease read the study, but before it claimed, hands out nothing.
 
 PostgreSQL only: SQLite takes the database's write lock at BEGIN (IMMEDIATE), so nothing
 can commit between a transaction's first read and its writes there.
@@ -252,3 +255,33 @@ def test_a_trial_claimed_while_the_study_is_cancelled_is_told_to_stop(
     counts = svc.studies.get(study.id).trial_counts
     assert counts.get("pending", 0) == 0
     assert counts.get("running", 0) == (0 if grant is None else 1)
+
+
+def test_a_pending_claim_does_not_start_a_trial_of_a_study_paused_after_it_read_the_study(
+    pg_service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease reads the study unlocked (running), then a pause commits, then the lease claims.
+
+    Pending claims take no study lock (so they never wait), so the claim itself must see the
+    pause: a study paused before the claim hands out nothing more.
+    """
+    from hpo_service.db import repositories as repo
+
+    svc = pg_service
+    study = svc.studies.create(make_spec())
+    for _ in range(9):
+        run_segment(svc)  # bracket s=2, rung 0 settles: three trials promoted, pending
+    claim = repo.claim_pending
+
+    def pause_then_claim(session: Any, study_id: int) -> Any:
+        paused = _at_once(lambda: svc.studies.pause(study.id))  # another transaction, committed
+        assert not isinstance(paused[0], BaseException), paused
+        return claim(session, study_id)
+
+    monkeypatch.setattr(repo, "claim_pending", pause_then_claim)
+    assert svc.protocol.lease("w") is None
+    monkeypatch.undo()
+    counts = svc.studies.get(study.id).trial_counts
+    assert counts.get("running", 0) == 0 and counts.get("pending") == 3
+    svc.studies.resume(study.id)
+    assert svc.protocol.lease("w") is not None  # the claim itself still works
