@@ -30,33 +30,66 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+MAX_REPORTS_PER_REQUEST = 1000  # the API's limit per batch
+UNREACHABLE_FIRST_WAIT_S = 2.0
+UNREACHABLE_MAX_WAIT_S = 30.0
+
+
 class ApiReporter:
-    """Buffers a trainer's reports and sends them in batches; remembers the server's directive."""
+    """Buffers a trainer's reports and sends them in batches; remembers the server's directive.
+
+    While the server is unreachable (a restart, a database failover) the reports stay buffered
+    and training goes on: a trainer stopped by an outage would lose its whole slice. Sending
+    is tried again after a wait that doubles up to 30 s (each try blocks for the client's own
+    retries), and the last flush of a slice waits for the server (``flush(deliver=True)``).
+    Sending a batch twice is harmless: a repeated report is a no-op.
+    """
 
     def __init__(self, client: HpoClient, lease: dict[str, Any], stop: threading.Event,
-                 flush_seconds: float = 0.5) -> None:
+                 flush_seconds: float = 0.5, unreachable_wait_s: float = UNREACHABLE_FIRST_WAIT_S) -> None:
         self._client = client
         self._lease = lease
         self._stop = stop
         self._flush_seconds = flush_seconds
         self._buffer: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
+        self._first_wait_s = unreachable_wait_s
+        self._wait_s = unreachable_wait_s
+        self._next_try = 0.0  # monotonic time before which a flush does not try (server unreachable)
         self.directive: Directive = "continue"
 
     def report(self, step: float, metrics: dict[str, float]) -> Directive:
         self._buffer.append({"step": step, "metrics": metrics})
-        if time.monotonic() - self._last_flush >= self._flush_seconds or step >= self._lease["budget_to"]:
-            self.flush()
+        due = time.monotonic() - self._last_flush >= self._flush_seconds or step >= self._lease["budget_to"]
+        if due and time.monotonic() >= self._next_try:
+            self._try_flush()
         return "stop" if self._stop.is_set() else self.directive
 
-    def flush(self) -> None:
-        if not self._buffer:
-            return
-        ack = self._client.report(self._lease["trial_id"], self._lease["lease_token"], self._buffer)
-        self._buffer = []
+    def flush(self, *, deliver: bool = False) -> None:
+        """Send the buffered reports; ``deliver``: wait for an unreachable server (until stopped)."""
+        while not self._try_flush() and deliver:
+            if self._stop.wait(max(0.0, self._next_try - time.monotonic())):
+                raise ServiceUnavailable(
+                    f"trial {self._lease['trial_id']}: stopped while waiting for the server to take its reports")
+
+    def _try_flush(self) -> bool:
+        """True once the buffer is sent; False (buffer kept, next try scheduled) if the server is unreachable."""
+        while self._buffer:
+            batch = self._buffer[:MAX_REPORTS_PER_REQUEST]
+            try:
+                ack = self._client.report(self._lease["trial_id"], self._lease["lease_token"], batch)
+            except ServiceUnavailable as error:
+                log.warning("trial %s: server unreachable, %d report(s) kept, training goes on; next try in %.0f s: %s",
+                            self._lease["trial_id"], len(self._buffer), self._wait_s, error)
+                self._next_try = time.monotonic() + self._wait_s
+                self._wait_s = min(2 * self._wait_s, UNREACHABLE_MAX_WAIT_S)
+                return False
+            del self._buffer[:len(batch)]
+            self._wait_s = self._first_wait_s
+            if ack["directive"] == "stop":
+                self.directive = "stop"
         self._last_flush = time.monotonic()
-        if ack["directive"] == "stop":
-            self.directive = "stop"
+        return True
 
     def log(self, message: str) -> None:
         log.info("trial %s (study %s): %s", self._lease["trial_id"], self._lease["study_id"], message)
@@ -117,6 +150,7 @@ class WorkerLoop:
         self.resources = resources or {}
         self.stop = threading.Event()
         self.rate_limited_wait_s = RATE_LIMITED_FIRST_WAIT_S
+        self.unreachable_wait_s = UNREACHABLE_FIRST_WAIT_S
         self._trainer_lookup = trainer_lookup
 
     def run(self, *, max_trials: int | None = None, exit_when_idle: bool = False) -> int:
@@ -151,7 +185,7 @@ class WorkerLoop:
         trial_id, token = lease["trial_id"], lease["lease_token"]
         log.info("trial %s (study %s) attempt %s: budget %g -> %g, params %s", trial_id, lease["study_id"],
                  lease["attempt"], lease["budget_from"], lease["budget_to"], lease["params"])
-        reporter = ApiReporter(self.client, lease, self.stop)
+        reporter = ApiReporter(self.client, lease, self.stop, unreachable_wait_s=self.unreachable_wait_s)
         try:
             with _Heartbeat(self.client, lease, reporter) as heartbeat:
                 metrics, checkpoint_uri, budget_done = self._train(lease, reporter)
@@ -162,7 +196,7 @@ class WorkerLoop:
                 self._release(lease, checkpoint_uri, budget_done)
                 return
             # Not stopped, or the drain came after the last step: the slice is whole, so it counts.
-            self.client.complete(trial_id, token, metrics, checkpoint_uri)
+            self._complete(lease, metrics, checkpoint_uri)
         except Conflict as error:
             # A checkpoint we committed is in this attempt's own folder, recorded nowhere: left as garbage.
             log.warning("trial %s: the server refused our lease, dropping it: %s", trial_id, error)
@@ -171,7 +205,8 @@ class WorkerLoop:
         except TrainerError as error:
             self._fail(lease, f"trainer error: {error}", retryable=False)
         except ServiceUnavailable as error:
-            # The lease will expire and the server requeues the trial: nothing is lost.
+            # Only when stopping while the server is unreachable: the lease will expire and the
+            # server requeues the trial from its last checkpoint.
             log.error("trial %s: server unreachable, leaving the trial to lease expiry: %s", trial_id, error)
         except HpoError as error:
             log.error("trial %s: the server rejected the result: %s", trial_id, error)
@@ -195,7 +230,7 @@ class WorkerLoop:
         )
         try:
             result = trainer.train(request, reporter)
-            reporter.flush()
+            reporter.flush(deliver=True)
         except BaseException:
             shutil.rmtree(out_dir, ignore_errors=True)  # an unfinished checkpoint is never committed
             raise
@@ -204,6 +239,26 @@ class WorkerLoop:
             # Named by the budget actually trained: an early stop at 4 of 9 is stored as budget 4.
             uri = self.store.commit(out_dir, study_id, trial_id, result.budget_done, attempt=attempt)
         return result.metrics, uri, result.budget_done
+
+    def _complete(self, lease: dict[str, Any], metrics: dict[str, float], checkpoint_uri: str | None) -> None:
+        """Complete the slice, waiting for an unreachable server (a restart, a failover) until stopped.
+
+        Giving up would leave the trial to lease expiry: the slice trained again, one of the
+        trial's attempts used up. Waiting is safe: the restarted server extends the leases in
+        flight, the token fences a completion that comes too late (409), and a repeated
+        completion returns the stored state.
+        """
+        wait_s = self.unreachable_wait_s
+        while True:
+            try:
+                self.client.complete(lease["trial_id"], lease["lease_token"], metrics, checkpoint_uri)
+                return
+            except ServiceUnavailable as error:
+                log.warning("trial %s: server unreachable, completion retried in %.0f s: %s",
+                            lease["trial_id"], wait_s, error)
+                if self.stop.wait(wait_s):
+                    raise
+                wait_s = min(2 * wait_s, UNREACHABLE_MAX_WAIT_S)
 
     def _release(self, lease: dict[str, Any], checkpoint_uri: str | None, budget_done: float) -> None:
         """Drained mid-slice: give the trial back as retryable, with the checkpoint the trainer wrote

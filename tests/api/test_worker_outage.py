@@ -1,0 +1,85 @@
+"""A worker rides out an API outage in the middle of a slice (a restart, a database failover).
+
+The real app runs in process behind a transport that can be cut off: every request then fails
+to connect, for longer than the client's own retries. Before, the first report that failed
+stopped the trainer and dropped the slice, leaving the trial to lease expiry (trained again,
+one attempt used up), and so did a completion that failed. Now the reports stay buffered while
+training goes on, and the slice's last flush and its completion wait for the server.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hpo_service.client import HpoClient
+from hpo_service.workers.checkpoints import FileCheckpointStore
+from hpo_service.workers.loop import WorkerLoop
+from tests.chaos.inprocess import TestClientTransport, running_app
+from tests.db.test_protocol_contract import make_spec
+
+OUTAGE_S = 0.5  # the client below gives up after ~0.03 s of retries
+
+
+class Outage(TestClientTransport):
+    """Passes requests to the app; once one matching ``trigger`` went through, refuses every
+    connection for ``OUTAGE_S`` (once)."""
+
+    __test__ = False
+
+    def __init__(self, app: Any, trigger: Callable[[str, dict[str, Any]], bool]) -> None:
+        super().__init__(app)
+        self._trigger = trigger
+        self._down = threading.Event()
+        self._fired = False
+        self.refused: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        kind = request.url.path.rsplit("/", 1)[-1]
+        if self._down.is_set():
+            self.refused.append(kind)
+            raise httpx.ConnectError("connection refused (the API is restarting)", request=request)
+        response = super().handle_request(request)
+        if not self._fired and self._trigger(kind, json.loads(request.content or b"{}")):
+            self._fired = True
+            self._down.set()
+            threading.Timer(OUTAGE_S, self._down.clear).start()
+        return response
+
+
+def first_report(kind: str, body: dict[str, Any]) -> bool:
+    return kind == "reports"
+
+
+def last_report(kind: str, body: dict[str, Any]) -> bool:
+    return kind == "reports" and any(r["step"] == 4.0 for r in body["reports"])
+
+
+@pytest.mark.parametrize(("trigger", "refused"), [(first_report, "reports"), (last_report, "complete")],
+                         ids=["while training", "before the completion"])
+def test_a_slice_completes_through_an_outage(
+    database_url: str, tmp_path: Path, trigger: Callable[[str, dict[str, Any]], bool], refused: str
+) -> None:
+    spec = make_spec(trainer={"name": "synthetic", "params": {"sleep_per_unit": 0.15, "report_every": 0.25}},
+                     scheduler={"kind": "random", "min_budget": 1, "max_budget": 4, "eta": 3},
+                     limits={"max_trials": 1})
+    with running_app(database_url) as (app, token):
+        study = app.post("/api/v1/studies", json=spec.model_dump(mode="json")).json()
+        transport = Outage(app, trigger)
+        with HpoClient("http://testserver", token=token, transport=transport, retries=1, backoff=0.01) as client:
+            loop = WorkerLoop(client, FileCheckpointStore(tmp_path / "ckpt"), wait_s=0, studies=[study["id"]])
+            loop.unreachable_wait_s = 0.05
+            assert loop.run(max_trials=1) == 1
+        trials = app.get(f"/api/v1/studies/{study['id']}/trials").json()["items"]
+        detail = app.get(f"/api/v1/trials/{trials[0]['id']}").json()
+
+    assert refused in transport.refused  # the outage hit the step this case is about
+    assert detail["trial"]["state"] == "completed" and detail["trial"]["attempt"] == 1
+    assert [r["step"] for r in detail["reports"]] == [0.25 * k for k in range(1, 17)]  # none lost
+    assert [d["kind"] for d in detail["decisions"] if d["kind"] in ("requeue", "fail")] == []
