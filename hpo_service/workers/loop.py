@@ -35,6 +35,20 @@ UNREACHABLE_FIRST_WAIT_S = 2.0
 UNREACHABLE_MAX_WAIT_S = 30.0
 
 
+class Backoff:
+    """Waits that double from ``first`` up to ``cap``; ``reset`` starts over."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self._first, self._cap, self._next = first, cap, first
+
+    def next(self) -> float:
+        wait, self._next = self._next, min(2 * self._next, self._cap)
+        return wait
+
+    def reset(self) -> None:
+        self._next = self._first
+
+
 class ApiReporter:
     """Buffers a trainer's reports and sends them in batches; remembers the server's directive.
 
@@ -53,8 +67,7 @@ class ApiReporter:
         self._flush_seconds = flush_seconds
         self._buffer: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
-        self._first_wait_s = unreachable_wait_s
-        self._wait_s = unreachable_wait_s
+        self._backoff = Backoff(unreachable_wait_s, UNREACHABLE_MAX_WAIT_S)
         self._next_try = 0.0  # monotonic time before which a flush does not try (server unreachable)
         self.directive: Directive = "continue"
 
@@ -79,13 +92,13 @@ class ApiReporter:
             try:
                 ack = self._client.report(self._lease["trial_id"], self._lease["lease_token"], batch)
             except ServiceUnavailable as error:
+                wait_s = self._backoff.next()
                 log.warning("trial %s: server unreachable, %d report(s) kept, training goes on; next try in %.0f s: %s",
-                            self._lease["trial_id"], len(self._buffer), self._wait_s, error)
-                self._next_try = time.monotonic() + self._wait_s
-                self._wait_s = min(2 * self._wait_s, UNREACHABLE_MAX_WAIT_S)
+                            self._lease["trial_id"], len(self._buffer), wait_s, error)
+                self._next_try = time.monotonic() + wait_s
                 return False
             del self._buffer[:len(batch)]
-            self._wait_s = self._first_wait_s
+            self._backoff.reset()
             if ack["directive"] == "stop":
                 self.directive = "stop"
         self._last_flush = time.monotonic()
@@ -156,7 +169,7 @@ class WorkerLoop:
     def run(self, *, max_trials: int | None = None, exit_when_idle: bool = False) -> int:
         """Lease and run trials until stopped; returns how many segments were run."""
         done = 0
-        limited_wait = self.rate_limited_wait_s
+        rate_limited = Backoff(self.rate_limited_wait_s, RATE_LIMITED_MAX_WAIT_S)
         while not self.stop.is_set() and (max_trials is None or done < max_trials):
             try:
                 lease = self.client.lease(self.worker_id, wait_s=self.wait_s, studies=self.studies,
@@ -168,11 +181,11 @@ class WorkerLoop:
             except RateLimited as error:
                 # Someone on this worker's address is sending bad tokens (the server limits by
                 # address): wait it out, doubling up to the server's one-minute window, not exit.
-                log.warning("rate-limited by the server, retrying in %.0f s: %s", limited_wait, error)
-                self.stop.wait(limited_wait)
-                limited_wait = min(2 * limited_wait, RATE_LIMITED_MAX_WAIT_S)
+                wait_s = rate_limited.next()
+                log.warning("rate-limited by the server, retrying in %.0f s: %s", wait_s, error)
+                self.stop.wait(wait_s)
                 continue
-            limited_wait = self.rate_limited_wait_s
+            rate_limited.reset()
             if lease is None:
                 if exit_when_idle:
                     break
@@ -248,17 +261,17 @@ class WorkerLoop:
         flight, the token fences a completion that comes too late (409), and a repeated
         completion returns the stored state.
         """
-        wait_s = self.unreachable_wait_s
+        backoff = Backoff(self.unreachable_wait_s, UNREACHABLE_MAX_WAIT_S)
         while True:
             try:
                 self.client.complete(lease["trial_id"], lease["lease_token"], metrics, checkpoint_uri)
                 return
             except ServiceUnavailable as error:
+                wait_s = backoff.next()
                 log.warning("trial %s: server unreachable, completion retried in %.0f s: %s",
                             lease["trial_id"], wait_s, error)
                 if self.stop.wait(wait_s):
                     raise
-                wait_s = min(2 * wait_s, UNREACHABLE_MAX_WAIT_S)
 
     def _release(self, lease: dict[str, Any], checkpoint_uri: str | None, budget_done: float) -> None:
         """Drained mid-slice: give the trial back as retryable, with the checkpoint the trainer wrote
