@@ -195,7 +195,7 @@ class WorkerLoop:
         return done
 
     def run_one(self, lease: dict[str, Any]) -> None:
-        trial_id, token = lease["trial_id"], lease["lease_token"]
+        trial_id = lease["trial_id"]
         log.info("trial %s (study %s) attempt %s: budget %g -> %g, params %s", trial_id, lease["study_id"],
                  lease["attempt"], lease["budget_from"], lease["budget_to"], lease["params"])
         reporter = ApiReporter(self.client, lease, self.stop, unreachable_wait_s=self.unreachable_wait_s)
