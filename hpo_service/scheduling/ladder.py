@@ -15,9 +15,9 @@ a top-up, a rung that was a bracket's top before the raise is where reuse happen
 promotion out of it continues a trial that the old maximum would have ended there, so its
 decision says so (``reuse_note``) and how much budget it saves against training that
 configuration again from scratch (the budget of that rung) -- for trials that existed at the
-raise (ids up to the newest then); one created later was never going to stop there. With a top-up, new trials reach
-that rung too, so reuse is declared per trial when the raise happens instead, and the rung
-is not marked.
+raise (ids up to the newest then); one created later was never going to stop there. With a
+top-up, new trials reach that rung too, so reuse is declared per trial when the raise happens
+instead, and the rung is not marked.
 
 Hyperband brackets are numbered in the order they are opened. Segment ``j`` (the
 ladder step ``R_j``) plans ``brackets`` ids after those of segment ``j - 1``: segment

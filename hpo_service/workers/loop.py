@@ -261,7 +261,10 @@ class WorkerLoop:
         flight, the token fences a completion that comes too late (409), and a repeated
         completion returns the stored state.
         """
-        backoff = Backoff(self.unreachable_wait_s, UNREACHABLE_MAX_WAIT_S)
+        # No heartbeat runs now: a restarted server gives the lease lease_seconds from its start,
+        # so the waits stay well inside that, or the completion would come after the expiry.
+        cap = max(self.unreachable_wait_s, min(UNREACHABLE_MAX_WAIT_S, lease["lease_seconds"] / 3))
+        backoff = Backoff(self.unreachable_wait_s, cap)
         while True:
             try:
                 self.client.complete(lease["trial_id"], lease["lease_token"], metrics, checkpoint_uri)
