@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpo_service.client import HpoClient
-from hpo_service.errors import HpoError, NotFound
+from hpo_service.errors import HpoError, NotFound, ServiceUnavailable
 
 EXIT_OK, EXIT_MISSED, EXIT_TIMEOUT, EXIT_FAILED, EXIT_USAGE = 0, 2, 3, 4, 64
 RESULT_SCHEMA = "hpo-tune-result/1"
@@ -94,17 +94,44 @@ class Outcome:
 FINAL = ("completed", "failed", "cancelled")
 
 
-def wait_for_study(client: HpoClient, study_id: int, timeout_s: float | None,
-                   on_progress: Callable[[dict[str, Any]], None], poll_s: float = 2.0) -> tuple[dict[str, Any], bool]:
-    """Poll until the study is final or the timeout passes; returns (study, timed_out)."""
+UNREACHABLE_GRACE_S = 300.0  # how long a wait rides out an unreachable server
+
+
+def wait_for_study(
+    client: HpoClient, study_id: int, timeout_s: float | None, on_progress: Callable[[dict[str, Any]], None],
+    poll_s: float = 2.0, on_unreachable: Callable[[float, ServiceUnavailable], None] | None = None,
+    unreachable_grace_s: float = UNREACHABLE_GRACE_S,
+) -> tuple[dict[str, Any], bool]:
+    """Poll until the study is final or the timeout passes; returns (study, timed_out).
+
+    A server that stops answering (a restart, a deploy, a database failover) does not end
+    the wait: a CI job tuning for hours should not fail because the service restarted in
+    the middle. Polling goes on, ``on_unreachable(seconds_unreachable, error)`` is told each
+    time, and only an outage longer than ``unreachable_grace_s`` raises ServiceUnavailable
+    (the timeout still applies; before the first answer it ends the wait unreachable too).
+    """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    study: dict[str, Any] | None = None
+    unreachable_since: float | None = None
     while True:
-        study = client.get_study(study_id)
-        on_progress(study)
-        if study["status"] in FINAL:
-            return study, False
-        if deadline is not None and time.monotonic() >= deadline:
-            return study, True
+        try:
+            study = client.get_study(study_id)
+        except ServiceUnavailable as error:
+            now = time.monotonic()
+            unreachable_since = now if unreachable_since is None else unreachable_since
+            if deadline is not None and now >= deadline and study is not None:
+                return study, True  # timed out; the last answer the server gave
+            if now - unreachable_since >= unreachable_grace_s or (deadline is not None and now >= deadline):
+                raise
+            if on_unreachable is not None:
+                on_unreachable(now - unreachable_since, error)
+        else:
+            unreachable_since = None
+            on_progress(study)
+            if study["status"] in FINAL:
+                return study, False
+            if deadline is not None and time.monotonic() >= deadline:
+                return study, True
         time.sleep(poll_s if deadline is None else max(0.05, min(poll_s, deadline - time.monotonic())))
 
 

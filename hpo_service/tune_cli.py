@@ -48,6 +48,15 @@ class Progress:
             console.print(f"[{time.monotonic() - self._started:6.0f}s] {line}", soft_wrap=True, highlight=False)
         self._last = line
 
+    def unreachable(self, seconds: float, error: HpoError) -> None:
+        """The server did not answer a poll; the wait goes on (see ``wait_for_study``)."""
+        line = f"server unreachable for {seconds:.0f}s, still waiting: {error.message}"
+        if self._status is not None:
+            self._status.update(f"[{time.monotonic() - self._started:6.0f}s] {line}")
+        else:
+            console.print(f"[{time.monotonic() - self._started:6.0f}s] {line}", soft_wrap=True, highlight=False)
+        self._last = line
+
     def __enter__(self) -> "Progress":
         if self._status is not None:
             self._status.start()
@@ -102,7 +111,8 @@ def run_tune(*, file: Path, server: str, token: str | None, wait: bool, timeout:
                 outcome = Outcome(EXIT_OK, "submitted", "submitted; not waiting (pass --wait to gate on it)", study)
             else:
                 with Progress() as progress:
-                    study, timed_out = wait_for_study(client, study["id"], timeout_s, progress)
+                    study, timed_out = wait_for_study(client, study["id"], timeout_s, progress,
+                                                      on_unreachable=progress.unreachable)
                 outcome = judge(client, study, timed_out, parsed, baseline)
                 outcome.top_trials = top_trials(client, study)
                 if export_adapter is not None and outcome.best is not None:

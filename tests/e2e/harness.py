@@ -43,6 +43,7 @@ class Processes:
         self.env = {**os.environ, "HPO_DATABASE_URL": database_url, "HPO_TOKEN": self.token,
                     "HPO_CHECKPOINT_URI": f"file://{tmp / 'checkpoints'}", "PYTHONUNBUFFERED": "1"}
         self.running: list[subprocess.Popen[bytes]] = []
+        self.servers: dict[str, subprocess.Popen[bytes]] = {}  # url -> its process
 
     def _start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         with (self.tmp / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
@@ -51,25 +52,30 @@ class Processes:
         self.running.append(process)
         return process
 
-    def server(self, *extra: str) -> str:
-        port = free_port()
-        process = self._start(f"server-{port}", "serve", "--port", str(port), *extra)
+    def server(self, *extra: str, port: int | None = None) -> str:
+        """An API server, started and healthy; on ``port`` (a restart) or a free one."""
+        port = port or free_port()
+        name = f"server-{port}"
+        if (self.tmp / f"{name}.log").exists():  # a restart on the same port keeps the first log
+            name += f"-{len(self.running)}"
+        process = self._start(name, "serve", "--port", str(port), *extra)
         url = f"http://127.0.0.1:{port}"
         with HpoClient(url, token=self.token, retries=0) as client:
             def healthy() -> bool:
-                assert process.poll() is None, f"server exited: {self.log(f'server-{port}')}"
+                assert process.poll() is None, f"server exited: {self.log(name)}"
                 try:
                     return bool(client.health())
                 except ServiceUnavailable:
                     return False
             wait_for(healthy, 30, "the server to start")
+        self.servers[url] = process
         return url
 
     def client(self, server: str) -> HpoClient:
         return HpoClient(server, token=self.token)
 
-    def worker(self, server: str, name: str) -> subprocess.Popen[bytes]:
-        return self._start(name, "worker", "--server", server)
+    def worker(self, server: str, name: str, *extra: str) -> subprocess.Popen[bytes]:
+        return self._start(name, "worker", "--server", server, *extra)
 
     def log(self, name: str) -> str:
         path = self.tmp / f"{name}.log"

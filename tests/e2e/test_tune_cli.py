@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from hpo_service.db.migrate import upgrade
-from tests.e2e.harness import Processes
+from tests.e2e.harness import Processes, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -128,3 +129,38 @@ def test_bad_usage_exits_64(live: tuple[Processes, str], tmp_path: Path, case: s
     code, result, log = tune(live, tmp_path, study, *args)
     assert code == 64, log
     assert names in result["message"]
+
+
+def test_a_wait_rides_out_a_restart_of_the_server(live: tuple[Processes, str], tmp_path: Path) -> None:
+    """The server `hpo tune` polls is killed mid-study and comes back 5 s later (a deploy): far
+    longer than the client's retries. The wait goes on and the gate still answers; before, the
+    job ended with exit 4 "unreachable" while the study went on."""
+    procs, live_server = live
+    port = free_port()
+    own = procs.server(port=port)
+    path, out = tmp_path / "study.yaml", tmp_path / "result.json"
+    path.write_text(yaml.safe_dump(spec("restart", trainer={"name": "synthetic", "params": {"sleep_per_unit": 0.2}})))
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "hpo_service.cli", "tune", "-f", str(path), "--server", own, "--wait",
+         "--timeout", "3m", "--json", str(out)],
+        env=procs.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        with procs.client(live_server) as client:
+            study = wait_for(lambda: client.list_studies(name="restart")["items"], 60, "the study")[0]
+            # A worker of its own (the module's workers may be busy with slower studies).
+            procs.worker(live_server, "restart-worker", "--study", str(study["id"]))
+            wait_for(lambda: client.get_study(study["id"])["trial_counts"].get("completed", 0)
+                     + client.get_study(study["id"])["trial_counts"].get("paused", 0), 60, "a first segment")
+        procs.servers[own].kill()
+        procs.servers[own].wait()
+        time.sleep(5)
+        procs.server(port=port)
+        output, _ = waiting.communicate(timeout=240)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode == 0, output
+    assert "server unreachable for" in output and "still waiting" in output
+    result = json.loads(out.read_text())
+    assert result["outcome"] == "completed" and result["study"]["status"] == "completed"
