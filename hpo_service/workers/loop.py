@@ -209,7 +209,8 @@ class WorkerLoop:
                 self._release(lease, checkpoint_uri, budget_done)
                 return
             # Not stopped, or the drain came after the last step: the slice is whole, so it counts.
-            self._complete(lease, metrics, checkpoint_uri)
+            self._deliver(lease, "its completion",
+                          lambda: self.client.complete(trial_id, lease["lease_token"], metrics, checkpoint_uri))
         except Conflict as error:
             # A checkpoint we committed is in this attempt's own folder, recorded nowhere: left as garbage.
             log.warning("trial %s: the server refused our lease, dropping it: %s", trial_id, error)
@@ -253,26 +254,27 @@ class WorkerLoop:
             uri = self.store.commit(out_dir, study_id, trial_id, result.budget_done, attempt=attempt)
         return result.metrics, uri, result.budget_done
 
-    def _complete(self, lease: dict[str, Any], metrics: dict[str, float], checkpoint_uri: str | None) -> None:
-        """Complete the slice, waiting for an unreachable server (a restart, a failover) until stopped.
+    def _deliver(self, lease: dict[str, Any], what: str, call: Callable[[], object]) -> None:
+        """``call`` (the slice's completion or failure), retried while the server is unreachable
+        (a restart, a failover) until the worker stops; then ServiceUnavailable.
 
-        Giving up would leave the trial to lease expiry: the slice trained again, one of the
-        trial's attempts used up. Waiting is safe: the restarted server extends the leases in
-        flight, the token fences a completion that comes too late (409), and a repeated
-        completion returns the stored state.
+        Giving up would leave the trial to lease expiry: a completed slice trained again, and
+        either way one of the trial's attempts used up. Waiting is safe: the restarted server
+        extends the leases in flight, the token fences a call that comes too late (409), and a
+        repeated completion returns the stored state.
         """
         # No heartbeat runs now: a restarted server gives the lease lease_seconds from its start,
-        # so the waits stay well inside that, or the completion would come after the expiry.
+        # so the waits stay well inside that, or the call would come after the expiry.
         cap = max(self.unreachable_wait_s, min(UNREACHABLE_MAX_WAIT_S, lease["lease_seconds"] / 3))
         backoff = Backoff(self.unreachable_wait_s, cap)
         while True:
             try:
-                self.client.complete(lease["trial_id"], lease["lease_token"], metrics, checkpoint_uri)
+                call()
                 return
             except ServiceUnavailable as error:
                 wait_s = backoff.next()
-                log.warning("trial %s: server unreachable, completion retried in %.0f s: %s",
-                            lease["trial_id"], wait_s, error)
+                log.warning("trial %s: server unreachable, %s retried in %.0f s: %s",
+                            lease["trial_id"], what, wait_s, error)
                 if self.stop.wait(wait_s):
                     raise
 
@@ -308,7 +310,13 @@ class WorkerLoop:
         log.warning("trial %s failed (%s): %s", lease["trial_id"], "retryable" if retryable else "final",
                     error.strip().splitlines()[-1] if error.strip() else error)
         try:
-            self.client.fail(lease["trial_id"], lease["lease_token"], error, retryable=retryable,
-                             checkpoint_invalid=checkpoint_invalid)
+            self._deliver(lease, "its failure", lambda: self.client.fail(
+                lease["trial_id"], lease["lease_token"], error, retryable=retryable,
+                checkpoint_invalid=checkpoint_invalid))
         except Conflict:
             pass  # the lease was lost meanwhile; the server has already requeued the trial
+        except ServiceUnavailable as unreachable:  # stopped while the server was away
+            log.error("trial %s: server unreachable, leaving the trial to lease expiry: %s",
+                      lease["trial_id"], unreachable)
+        except HpoError as rejected:  # it must not end the worker: the lease expires and requeues the trial
+            log.error("trial %s: the server rejected the failure report: %s", lease["trial_id"], rejected)

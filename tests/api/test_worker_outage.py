@@ -3,8 +3,9 @@
 The real app runs in process behind a transport that can be cut off: every request then fails
 to connect, for longer than the client's own retries. Before, the first report that failed
 stopped the trainer and dropped the slice, leaving the trial to lease expiry (trained again,
-one attempt used up), and so did a completion that failed. Now the reports stay buffered while
-training goes on, and the slice's last flush and its completion wait for the server.
+one attempt used up), and so did a completion that failed; a failure report that failed ended
+the worker. Now the reports stay buffered while training goes on, and the slice's last flush,
+its completion and its failure report wait for the server.
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ class Outage(TestClientTransport):
             raise httpx.ConnectError("connection refused (the API is restarting)", request=request)
         response = super().handle_request(request)
         if not self._fired and self._trigger(kind, json.loads(request.content or b"{}")):
-            self._fired = True
-            self._down.set()
-            threading.Timer(OUTAGE_S, self._down.clear).start()
+            self.go_down()
         return response
+
+    def go_down(self) -> None:
+        self._fired = True
+        self._down.set()
+        threading.Timer(OUTAGE_S, self._down.clear).start()
 
 
 def first_report(kind: str, body: dict[str, Any]) -> bool:
@@ -83,3 +87,46 @@ def test_a_slice_completes_through_an_outage(
     assert detail["trial"]["state"] == "completed" and detail["trial"]["attempt"] == 1
     assert [r["step"] for r in detail["reports"]] == [0.25 * k for k in range(1, 17)]  # none lost
     assert [d["kind"] for d in detail["decisions"] if d["kind"] in ("requeue", "fail")] == []
+
+
+class FailsDuringAnOutage:
+    """A trainer that cannot train this configuration (TrainerError), just as the API goes away."""
+
+    name = "synthetic"
+    metrics = ("loss",)
+    supports_mup = False
+
+    def __init__(self, transport: Outage) -> None:
+        from trainers.synthetic.config import SyntheticConfig
+
+        self.config_model = SyntheticConfig
+        self._transport = transport
+
+    def train(self, request: Any, reporter: Any) -> Any:
+        from hpo_service.workers.trainer import TrainerError
+
+        self._transport.go_down()
+        raise TrainerError("this configuration cannot train")
+
+
+def test_a_failure_reported_during_an_outage_is_delivered_and_the_worker_goes_on(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Before, the failure report's ServiceUnavailable escaped the worker loop and ended the worker."""
+    spec = make_spec(scheduler={"kind": "random", "min_budget": 1, "max_budget": 4, "eta": 3},
+                     limits={"max_trials": 1})
+    with running_app(database_url) as (app, token):
+        study = app.post("/api/v1/studies", json=spec.model_dump(mode="json")).json()
+        transport = Outage(app, lambda kind, body: False)
+        trainer = FailsDuringAnOutage(transport)
+        with HpoClient("http://testserver", token=token, transport=transport, retries=1, backoff=0.01) as client:
+            loop = WorkerLoop(client, FileCheckpointStore(tmp_path / "ckpt"), wait_s=0, studies=[study["id"]],
+                              trainer_lookup=lambda _name: trainer)
+            loop.unreachable_wait_s = 0.05
+            assert loop.run(max_trials=1) == 1
+        trials = app.get(f"/api/v1/studies/{study['id']}/trials").json()["items"]
+        detail = app.get(f"/api/v1/trials/{trials[0]['id']}").json()
+
+    assert "fail" in transport.refused
+    assert detail["trial"]["state"] == "failed" and detail["trial"]["attempt"] == 1
+    assert "this configuration cannot train" in detail["trial"]["error"]
