@@ -30,7 +30,7 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-MAX_REPORTS_PER_REQUEST = 1000  # the API's limit per batch
+MAX_REPORTS_PER_REQUEST = 1000  # the API's limit per batch (ReportsIn); workers import no server code
 UNREACHABLE_FIRST_WAIT_S = 2.0
 UNREACHABLE_MAX_WAIT_S = 30.0
 
