@@ -40,21 +40,19 @@ class Progress:
     def __call__(self, study: dict[str, Any]) -> None:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(study["trial_counts"].items()))
         best = f"{study['best']['value']:.6g}" if study["best"] else "-"
-        line = (f"study {study['id']} {study['status']}: {study['trials_created']} trials ({counts}); "
-                f"best {best}; budget {study['budget_spent']:.6g}")
-        if self._status is not None:
-            self._status.update(f"[{time.monotonic() - self._started:6.0f}s] {line}")
-        elif line != self._last:
-            console.print(f"[{time.monotonic() - self._started:6.0f}s] {line}", soft_wrap=True, highlight=False)
-        self._last = line
+        self._show(f"study {study['id']} {study['status']}: {study['trials_created']} trials ({counts}); "
+                   f"best {best}; budget {study['budget_spent']:.6g}")
 
     def unreachable(self, seconds: float, error: HpoError) -> None:
         """The server did not answer a poll; the wait goes on (see ``wait_for_study``)."""
-        line = f"server unreachable for {seconds:.0f}s, still waiting: {error.message}"
+        self._show(f"server unreachable for {seconds:.0f}s, still waiting: {error.message}")
+
+    def _show(self, line: str) -> None:
+        stamped = f"[{time.monotonic() - self._started:6.0f}s] {line}"
         if self._status is not None:
-            self._status.update(f"[{time.monotonic() - self._started:6.0f}s] {line}")
-        else:
-            console.print(f"[{time.monotonic() - self._started:6.0f}s] {line}", soft_wrap=True, highlight=False)
+            self._status.update(stamped)
+        elif line != self._last:
+            console.print(stamped, soft_wrap=True, highlight=False)
         self._last = line
 
     def __enter__(self) -> "Progress":
