@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -92,6 +93,14 @@ class Trial(Base):
         UniqueConstraint("study_id", "number"),
         Index("ix_trials_study_state", "study_id", "state", "id"),
         Index("ix_trials_state_lease_expires", "state", "lease_expires_at"),
+        # One live grant per lease request: a retry that arrives while its first try is still
+        # being served (a long poll the client gave up on) cannot be granted a second trial;
+        # whichever commits second fails here and is answered with the first's grant (migration 0006).
+        Index(
+            "uq_trials_live_lease_request", "lease_owner", "lease_request", unique=True,
+            postgresql_where=text("state = 'running' AND lease_request IS NOT NULL"),
+            sqlite_where=text("state = 'running' AND lease_request IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)

@@ -87,10 +87,23 @@ class TrialProtocol:
         if isinstance(candidates, LeaseGrant):
             return candidates
         for study_id in candidates:
-            grant = self._ctx.run(lambda s: self._claim(s, study_id, worker_id, request_key))
+            try:
+                grant = self._ctx.run(lambda s: self._claim(s, study_id, worker_id, request_key))
+            except Conflict:
+                # Another try of this request committed its grant first (the index of migration
+                # 0006 refused this one): that grant is the answer.
+                earlier = self._earlier_grant(worker_id, request_key, project_id)
+                if earlier is None:
+                    raise
+                return earlier
             if grant is not None:
                 return grant
         return None
+
+    def _earlier_grant(self, worker_id: str, request_key: str | None, project_id: int | None) -> LeaseGrant | None:
+        if request_key is None:
+            return None
+        return self._ctx.run(lambda s: self._granted_before(s, worker_id, request_key, project_id))
 
     def _granted_before(
         self, session: Session, worker_id: str, request_key: str, project_id: int | None

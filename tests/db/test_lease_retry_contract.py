@@ -9,8 +9,12 @@ a worker that never learned its token until the lease expired, using up one of i
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
+
+import pytest
 
 from hpo_service.orchestration.context import as_utc
+from hpo_service.orchestration.protocol import TrialProtocol
 from tests.db.conftest import Service
 from tests.db.test_protocol_contract import make_spec, run_segment
 
@@ -31,6 +35,32 @@ def test_a_retried_lease_request_gets_the_grant_its_first_try_got(service: Servi
     assert stored.lease_token == token
     summary = service.studies.get(study.id)
     assert summary.study.trials_created == 1  # nothing new was decided
+    assert summary.trial_counts == {"running": 1}
+
+
+def test_a_retry_served_while_its_first_try_still_claims_gets_one_grant(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client gave up on a long poll and retried; the first try, still being served, then
+    finds work too. Both had looked for an earlier grant and found none."""
+    study = service.studies.create(make_spec())
+    claim = TrialProtocol._claim
+    retried: list[Any] = []
+
+    def claim_after_the_retry_is_granted(self: TrialProtocol, *args: Any) -> Any:
+        if not retried:  # the first try's claim: the retry overtakes it and commits its grant
+            retried.append(None)
+            retried[0] = service.protocol.lease("w1", request_key="key-1")
+        return claim(self, *args)
+
+    monkeypatch.setattr(TrialProtocol, "_claim", claim_after_the_retry_is_granted)
+    first_try = service.protocol.lease("w1", request_key="key-1")
+
+    retry = retried[0]
+    assert retry is not None and first_try is not None
+    assert (first_try.trial.id, first_try.trial.lease_token) == (retry.trial.id, retry.trial.lease_token)
+    summary = service.studies.get(study.id)
+    assert summary.study.trials_created == 1
     assert summary.trial_counts == {"running": 1}
 
 

@@ -62,3 +62,34 @@ def test_serve_refuses_to_start_on_an_old_schema(tmp_path: Path) -> None:
     )
     assert result.returncode == 64
     assert "hpo db upgrade" in result.stderr
+
+
+def test_0006_keeps_the_oldest_grant_of_a_request_that_was_granted_twice(database_url: str) -> None:
+    """Before 0006 a request could be granted two trials; the upgrade keeps both leases and
+    forgets the key of the newer one so that the unique index can be built."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from hpo_service.db.migrate import alembic_config
+    from tests.db.conftest import FakeClock, Service
+    from tests.db.test_protocol_contract import make_spec
+
+    upgrade(database_url)
+    service = Service(database_url, FakeClock())
+    try:
+        service.studies.create(make_spec())
+        older = service.protocol.lease("w1", request_key="key-1")
+        newer = service.protocol.lease("w1", request_key="key-2")
+        assert older is not None and newer is not None
+        command.downgrade(alembic_config(database_url), "0005_lease_requests")
+        with service.context.engine.begin() as connection:  # what the race left behind
+            connection.execute(text("UPDATE trials SET lease_request = 'key-1'"))
+
+        upgrade(database_url)
+
+        with service.context.engine.connect() as connection:
+            rows = connection.execute(text("SELECT id, state, lease_request FROM trials ORDER BY id")).all()
+        assert [tuple(row) for row in rows] == [(older.trial.id, "running", "key-1"),
+                                               (newer.trial.id, "running", None)]
+    finally:
+        service.context.engine.dispose()
