@@ -2,7 +2,9 @@
 
 Connection errors and 503 answers are retried with exponential backoff (every
 call is safe to repeat: reports are unique per step, completions per lease
-token). Error answers become the project's own error types, carrying the
+token, a lease call's retries carry its Idempotency-Key, a study's creation
+attaches to the same name and spec, and pause / resume / cancel / extend set
+a status or value that a repeat finds already set). Error answers become the project's own error types, carrying the
 server's message.
 """
 

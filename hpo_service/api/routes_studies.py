@@ -62,7 +62,8 @@ def patch_study(study_id: IdPath, body: schemas.StudyPatchIn, services: Services
     tops its old brackets up to the larger Hyperband's sizes (new configurations at the bottom rung,
     successive halving again over old and new; promoted old trials resume from their checkpoints);
     ASHA promotes from its old top rung as usual. Each kept trial is a `reuse` decision, and the
-    `extend` decision says what was saved."""
+    `extend` decision says what was saved. The current max_budget again changes nothing (a retry);
+    a smaller one is 422."""
     services.studies.extend(study_id, body.max_budget, caller.project_id)
     return study_out(services.studies.get(study_id, caller.project_id))
 
@@ -71,6 +72,8 @@ def patch_study(study_id: IdPath, body: schemas.StudyPatchIn, services: Services
 async def control_study(
     study_id: IdPath, action: Literal["pause", "resume", "cancel"], services: ServicesDep, caller: Submitter
 ) -> schemas.StudyOut:
+    """Pause, resume or cancel. Asking for the status the study already has changes nothing and
+    succeeds (a retry after a lost response); one it cannot reach (resuming a cancelled study) is 409."""
     handler = {"pause": services.studies.pause, "resume": services.studies.resume,
                "cancel": services.studies.cancel}[action]
     await run_in_threadpool(handler, study_id, caller.project_id)

@@ -184,18 +184,23 @@ class StudyService:
         return self._ctx.run(use_case)
 
     # --- control -----------------------------------------------------------------
+    # Pause, resume, cancel and extend are idempotent: asking for the status (or max_budget)
+    # the study already has changes nothing and succeeds. The SDK retries a call whose
+    # response was lost; the retry must not report a failure for a change that was made.
 
     def pause(self, study_id: int, project_id: int | None = None) -> Study:
-        return self._transition(study_id, {StudyStatus.RUNNING}, StudyStatus.PAUSED, project_id)
+        return self._transition(study_id, "pause", {StudyStatus.RUNNING}, StudyStatus.PAUSED, project_id)
 
     def resume(self, study_id: int, project_id: int | None = None) -> Study:
-        study = self._transition(study_id, {StudyStatus.PAUSED}, StudyStatus.RUNNING, project_id)
+        study = self._transition(study_id, "resume", {StudyStatus.PAUSED}, StudyStatus.RUNNING, project_id)
         self._ctx.on_work_available()
         return study
 
     def cancel(self, study_id: int, project_id: int | None = None) -> Study:
         def use_case(session: Session) -> Study:
             study = load_study(session, study_id, lock=True, project_id=project_id)
+            if study.status == StudyStatus.CANCELLED.value:
+                return study  # a repeat (the SDK's retry after a lost response): nothing to do
             _require(study, {StudyStatus.RUNNING, StudyStatus.PAUSED}, "cancel")
             # Running trials are told to stop at their next report or heartbeat.
             finish_study(session, study, StudyStatus.CANCELLED, "study cancelled", self._ctx.clock(),
@@ -213,6 +218,8 @@ class StudyService:
             spec = StudySpec.model_validate(study.spec)
             if spec.scheduler.kind not in ("hyperband", "asha"):
                 raise InvalidInput(f"only hyperband and asha studies can be extended, not {spec.scheduler.kind}")
+            if max_budget == spec.scheduler.max_budget:
+                return study  # already there (a repeat after a lost response): PATCH sets, it does not add
             if not max_budget > spec.scheduler.max_budget:
                 raise InvalidInput(f"max_budget must grow: it is {spec.scheduler.max_budget:g}, "
                                    f"you asked for {max_budget:g}")
@@ -225,11 +232,13 @@ class StudyService:
         return self._ctx.run(use_case)
 
     def _transition(
-        self, study_id: int, allowed: set[StudyStatus], target: StudyStatus, project_id: int | None
+        self, study_id: int, action: str, allowed: set[StudyStatus], target: StudyStatus, project_id: int | None
     ) -> Study:
         def use_case(session: Session) -> Study:
             study = load_study(session, study_id, lock=True, project_id=project_id)
-            _require(study, allowed, target.value)
+            if study.status == target.value:
+                return study  # a repeat (the SDK's retry after a lost response): nothing to do
+            _require(study, allowed, action)
             study.status = target.value
             repo.bump_version(session, study, self._ctx.clock())
             return study
