@@ -36,6 +36,8 @@ app.add_typer(db_app, name="db")
 token_app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
 app.add_typer(study_app, name="study")
 app.add_typer(token_app, name="token")
+checkpoints_app = typer.Typer(help="The checkpoint store: collect what nothing refers to.", no_args_is_help=True)
+app.add_typer(checkpoints_app, name="checkpoints")
 
 console = Console(stderr=True)
 
@@ -423,6 +425,55 @@ def token_revoke(token_id: Annotated[int, typer.Argument(help="Token id (from `h
     with _client(server, token) as client:
         row = _run(lambda: client.revoke_token(token_id))
     print_json(row) if as_json else typer.echo(f"token {row['id']} revoked")
+
+
+@checkpoints_app.command("gc")
+def checkpoints_gc(
+    checkpoint_uri: Annotated[
+        str | None, typer.Option(envvar="HPO_CHECKPOINT_URI", help="The store the workers write (file:///path).")
+    ] = None,
+    server: Server = DEFAULT_SERVER, token: Token = None,
+    min_age: Annotated[float, typer.Option(min=0, help="Seconds: anything changed more recently is kept.")] = 3600,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Delete checkpoint folders nothing refers to: scratch folders of slices that never finished, and
+    commits the server refused (a worker that lost its lease). Run it where the store is mounted; the
+    server says which checkpoints each trial still needs. Studies this token cannot see are left alone."""
+    import time
+
+    from hpo_service.settings import Settings
+    from hpo_service.workers.checkpoint_gc import collect, server_references
+    from hpo_service.workers.checkpoints import FileCheckpointStore, store_from_uri
+
+    try:
+        store = store_from_uri(checkpoint_uri or Settings().checkpoint_uri)
+    except ValueError as error:
+        fail(str(error), EXIT_USAGE)
+    if not isinstance(store, FileCheckpointStore):
+        fail(f"{store.uri} is not a file:// store; only file stores can be collected", EXIT_USAGE)
+    if not store.root.is_dir():
+        fail(f"{store.root} does not exist (is the store mounted here?)", EXIT_USAGE)
+    cutoff = time.time() - min_age  # taken before any reference is read: see checkpoint_gc
+
+    def progress(study_id: int, so_far: Any) -> None:
+        console.print(f"study {study_id}: {len(so_far.deleted):,} folders to delete so far, {so_far.kept:,} kept",
+                      highlight=False)
+
+    with _client(server, token) as client:
+        result = _run(lambda: collect(store.root, server_references(client), cutoff, dry_run=dry_run,
+                                      on_study=progress))
+    rows = [{"path": str(path), "reason": reason, "bytes": size} for path, reason, size in result.deleted]
+    if as_json:
+        print_json({"dry_run": dry_run, "deleted": rows, "kept": result.kept, "freed_bytes": result.freed_bytes,
+                    "studies_left_alone": sorted(result.hidden_studies)})
+        return
+    for row in rows:
+        typer.echo(f"{'would delete' if dry_run else 'deleted'} {row['path']}: {row['reason']}")
+    verb = "would free" if dry_run else "freed"
+    typer.echo(f"{len(rows):,} folders, {verb} {result.freed_bytes / 1e6:,.1f} MB; {result.kept:,} kept")
+    if result.hidden_studies:
+        typer.echo(f"left alone (not shown to this token): studies {', '.join(map(str, sorted(result.hidden_studies)))}")
 
 
 @app.command()

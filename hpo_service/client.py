@@ -22,6 +22,7 @@ import httpx
 from hpo_service.client_types import (
     Ack,
     BestTrial,
+    CheckpointReferences,
     DecisionInfo,
     Health,
     Lease,
@@ -116,6 +117,9 @@ class HpoClient:
     def decisions(self, study_id: int, *, after_id: int = 0, limit: int = 500) -> list[DecisionInfo]:
         return self._call("GET", f"/api/v1/studies/{study_id}/decisions",
                           params={"after_id": after_id, "limit": limit})
+
+    def checkpoint_references(self, study_id: int, *, after: int = 0, limit: int = 1000) -> CheckpointReferences:
+        return self._call("GET", f"/api/v1/studies/{study_id}/checkpoints", params={"after": after, "limit": limit})
 
     def best_adapter(self, study_id: int) -> bytes:
         """The best trial's adapter as .tar.gz bytes (see hpo_service.workers.artifacts.unpack_adapter_archive)."""

@@ -95,6 +95,18 @@ class DecisionInfo(TypedDict):
     created_at: str
 
 
+class TrialCheckpoints(TypedDict):
+    trial_id: int
+    state: str
+    attempt: int
+    uris: list[str]
+
+
+class CheckpointReferences(TypedDict):
+    items: list[TrialCheckpoints]
+    next_after: int | None
+
+
 class TrialDetail(TypedDict):
     trial: TrialInfo
     reports: list[ReportInfo]

@@ -123,6 +123,21 @@ def transfer(study_id: IdPath, services: ServicesDep, caller: Reader) -> schemas
     return schemas.TransferOut.model_validate(transfer_report(services.context, study_id, caller.project_id))
 
 
+@router.get("/studies/{study_id}/checkpoints", response_model=schemas.CheckpointReferencesOut, responses=ERRORS)
+def checkpoint_references(
+    study_id: IdPath, services: ServicesDep, caller: Reader, after: Offset = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> schemas.CheckpointReferencesOut:
+    """The checkpoints each trial still needs, by trial id after `after` (keyset pages): what
+    `hpo checkpoints gc` keeps. A running trial's `attempt` is the one whose slice is writing."""
+    rows = services.studies.checkpoint_references(study_id, after_trial_id=after, limit=limit,
+                                                  project_id=caller.project_id)
+    return schemas.CheckpointReferencesOut(
+        items=[schemas.TrialCheckpointsOut.model_validate(row) for row in rows],
+        next_after=rows[-1].trial_id if len(rows) == limit else None,
+    )
+
+
 @router.get("/studies/{study_id}/decisions", response_model=list[schemas.DecisionOut], responses=ERRORS)
 def decisions(
     study_id: IdPath, services: ServicesDep, caller: Reader, after_id: Offset = 0,

@@ -122,6 +122,18 @@ class TrialDetailOut(BaseModel):
     decisions: list[DecisionOut]
 
 
+class TrialCheckpointsOut(_Out):
+    trial_id: int
+    state: str
+    attempt: int
+    uris: list[str] = Field(description="checkpoints the database refers to: the trial's own and its rung results'")
+
+
+class CheckpointReferencesOut(BaseModel):
+    items: list[TrialCheckpointsOut]
+    next_after: int | None = Field(description="pass as `after` for the next page; null on the last one")
+
+
 class RungOut(_Out):
     bracket: int
     rung: int

@@ -248,6 +248,31 @@ def rung_results_of(session: Session, trial_id: int) -> list[RungResult]:
     return list(session.execute(query).scalars())
 
 
+def checkpoint_references(
+    session: Session, study_id: int, after_trial_id: int, limit: int
+) -> list[tuple[int, str, int, list[str]]]:
+    """(trial id, state, attempt, checkpoint URIs it refers to) of the study's next ``limit`` trials
+    after ``after_trial_id``: the trial's own and those of its rung results (the best adapter's
+    export and the fall-back after an unusable checkpoint read the older ones)."""
+    trials = session.execute(
+        select(Trial.id, Trial.state, Trial.attempt, Trial.checkpoint_uri)
+        .where(Trial.study_id == study_id, Trial.id > after_trial_id).order_by(Trial.id).limit(limit)
+    ).all()
+    if not trials:
+        return []
+    uris: dict[int, set[str]] = {trial_id: {uri} if uri else set() for trial_id, _, _, uri in trials}
+    results = session.execute(
+        select(RungResult.trial_id, RungResult.checkpoint_uri).where(
+            RungResult.study_id == study_id, RungResult.trial_id.between(trials[0][0], trials[-1][0]),
+            RungResult.checkpoint_uri.is_not(None),
+        )
+    )
+    for trial_id, uri in results:
+        if trial_id in uris:
+            uris[trial_id].add(uri)
+    return [(trial_id, state, attempt, sorted(uris[trial_id])) for trial_id, state, attempt, _ in trials]
+
+
 def rung_summary(session: Session, study_id: int) -> list[tuple[int, int, float, int, int, float]]:
     """(bracket, rung, budget, results, promoted, best score) per rung, for the brackets table."""
     query = (

@@ -46,6 +46,17 @@ class TrialDetail:
     decisions: list[Decision]
 
 
+@dataclass(frozen=True)
+class TrialCheckpoints:
+    """What a checkpoint collector must keep of one trial: the URIs the database refers to, and
+    (while the trial runs) whatever its current attempt is writing."""
+
+    trial_id: int
+    state: str
+    attempt: int
+    uris: list[str]
+
+
 DEFAULT_PROJECT_ID = 1  # created by migration 0002
 
 
@@ -171,6 +182,15 @@ class StudyService:
             return TrialDetail(
                 trial, repo.reports_of(session, trial_id), repo.rung_results_of(session, trial_id), decisions
             )
+
+        return self._ctx.run(use_case)
+
+    def checkpoint_references(
+        self, study_id: int, *, after_trial_id: int = 0, limit: int = 1000, project_id: int | None = None
+    ) -> list[TrialCheckpoints]:
+        def use_case(session: Session) -> list[TrialCheckpoints]:
+            load_study(session, study_id, project_id=project_id)
+            return [TrialCheckpoints(*row) for row in repo.checkpoint_references(session, study_id, after_trial_id, limit)]
 
         return self._ctx.run(use_case)
 

@@ -25,6 +25,7 @@ ENDPOINTS: list[tuple[str, str, str, Any, str]] = [
     ("best", "GET", "/api/v1/studies/{study}/best", None, "read"),
     ("rungs", "GET", "/api/v1/studies/{study}/rungs", None, "read"),
     ("decisions", "GET", "/api/v1/studies/{study}/decisions", None, "read"),
+    ("checkpoints", "GET", "/api/v1/studies/{study}/checkpoints", None, "read"),
     ("trial", "GET", "/api/v1/trials/{trial}", None, "read"),
     ("create study", "POST", "/api/v1/studies", {**SPEC, "name": "other"}, "submit"),
     ("pause", "POST", "/api/v1/studies/{study}/pause", None, "submit"),

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -79,8 +83,10 @@ def test_hyperband_survives_a_sigkilled_worker(processes: Processes) -> None:
             os.kill(victim.pid, signal.SIGSTOP)
             time.sleep(0.5)
             held = victim_is_training()
-            if held is None:  # between two trials: let it lease the next one
+            if held is None or not _scratch_of(processes, held["id"]):
+                # Between two trials, or not yet writing into its scratch folder: let it go on.
                 os.kill(victim.pid, signal.SIGCONT)
+                return None
             return held
 
         killed_trial = wait_for(frozen_while_training, 60, "the victim worker to hold a trial")
@@ -95,6 +101,30 @@ def test_hyperband_survives_a_sigkilled_worker(processes: Processes) -> None:
     assert requeues, "the killed worker's trial was not requeued"
     assert f"lease of worker {victim_id} expired" in requeues[0]["reason"]
     assert "requeued as attempt 2" in requeues[0]["reason"]
+    _collect_the_killed_slices_scratch(processes, server, study_id, killed_trial["id"])
+
+
+def _scratch_of(processes: Processes, trial_id: int) -> list[Path]:
+    return list((processes.tmp / "checkpoints" / ".staging").glob(f"study-*-trial-{trial_id}-*"))
+
+
+def _collect_the_killed_slices_scratch(processes: Processes, server: str, study_id: int, killed_trial: int) -> None:
+    """`hpo checkpoints gc` deletes the scratch folder the SIGKILL left behind and nothing the study needs."""
+    left_behind = _scratch_of(processes, killed_trial)
+    assert left_behind, "the killed slice left no scratch folder"
+    gc = subprocess.run([sys.executable, "-m", "hpo_service.cli", "checkpoints", "gc", "--min-age", "0",
+                         "--server", server, "--json"], env=processes.env, capture_output=True, text=True,
+                        timeout=120)
+    assert gc.returncode == 0, gc.stderr
+    report = json.loads(gc.stdout)
+    assert {Path(row["path"]) for row in report["deleted"]} == set(left_behind)
+    assert not any(path.exists() for path in left_behind)
+    with processes.client(server) as client:
+        for trial in _all_trials(client, study_id):
+            detail = client.get_trial(trial["id"])
+            needed = [trial["checkpoint_uri"], *(r["checkpoint_uri"] for r in detail["rung_results"])]
+            for uri in filter(None, needed):
+                assert Path(unquote(urlsplit(uri).path)).is_dir(), f"{uri} was deleted"
 
 
 def test_two_api_processes_share_one_database(processes: Processes) -> None:
