@@ -191,7 +191,7 @@ class TrialProtocol:
                  "metrics": _finite_metrics(metrics), "created_at": now}
                 for step, metrics in reports
             ]
-            repo.insert_reports(session, rows)
+            repo.insert_reports(session, rows, replace_older_attempts=view.attempt > 1)
             return Ack(_directive_for(view.status))
 
         return self._ctx.run(use_case)
@@ -396,15 +396,15 @@ def _check_token(trial_id: int, current: str | None, state: str, token: str) -> 
 
 
 def _objective(session: Session, trial: Trial, metrics: dict[str, Any], metric: str) -> float:
-    """The objective from the completion, else from the last report."""
+    """The objective from the completion, else from the last report of this attempt."""
     value = metrics.get(metric)
     if value is None:
-        last = repo.last_report(session, trial.id)
+        last = repo.last_report(session, trial.id, trial.attempt)
         value = last.metrics.get(metric) if last is not None else None
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise InvalidInput(
             f"the completion of trial {trial.id} has no objective metric {metric!r} "
-            f"(in `metrics` or the last report); send it in `metrics`"
+            f"(in `metrics` or the last report of attempt {trial.attempt}); send it in `metrics`"
         )
     try:
         return float(value)
