@@ -230,16 +230,16 @@ class WorkerLoop:
     def _train(self, lease: dict[str, Any], reporter: ApiReporter) -> tuple[dict[str, float], str | None, float]:
         trainer = self._trainer_lookup(lease["trainer"]["name"])
         config = trainer.config_model.model_validate(lease["trainer"]["params"])
-        checkpoint_in = self.store.fetch(lease["checkpoint_in"]) if lease["checkpoint_in"] else None
+        study_id, trial_id, attempt = lease["study_id"], lease["trial_id"], lease["attempt"]
+        checkpoint_in = self._own_checkpoint(lease["checkpoint_in"], study_id, trial_id)
         # One folder per lease attempt (F8): if this lease is lost while the trainer runs (a freeze,
         # a partition), the trial is requeued as a later attempt, so a late commit of ours cannot
         # replace the checkpoint that the new holder committed and the server recorded.
-        study_id, trial_id, attempt = lease["study_id"], lease["trial_id"], lease["attempt"]
         out_dir = self.store.open_for_write(study_id, trial_id, lease["budget_to"], attempt=attempt)
         request = TrainRequest(
             trial_id=lease["trial_id"], params=lease["params"], config=config,
             budget_from=lease["budget_from"], budget_to=lease["budget_to"],
-            checkpoint_in=Path(checkpoint_in) if checkpoint_in else None, checkpoint_out=out_dir,
+            checkpoint_in=checkpoint_in, checkpoint_out=out_dir,
             seed=lease["seed"], extra={"attempt": lease["attempt"]},
         )
         try:
@@ -253,6 +253,20 @@ class WorkerLoop:
             # Named by the budget actually trained: an early stop at 4 of 9 is stored as budget 4.
             uri = self.store.commit(out_dir, study_id, trial_id, result.budget_done, attempt=attempt)
         return result.metrics, uri, result.budget_done
+
+    def _own_checkpoint(self, uri: str | None, study_id: int, trial_id: int) -> Path | None:
+        """The local folder of the trial's checkpoint to resume from. A worker token can report any
+        URI of the store as its trial's checkpoint (a bug, or on purpose); resuming from another
+        trial's weights would train a configuration that is not this trial's and score it as this
+        one, so a checkpoint committed by another trial is unusable (the server falls back to an
+        earlier one, or restarts the trial from scratch)."""
+        if not uri:
+            return None
+        owner = self.store.owner(uri)
+        if owner != (study_id, trial_id):
+            raise CheckpointError(f"{uri} was committed by trial {owner[1]} of study {owner[0]}, "
+                                  f"not by trial {trial_id} of study {study_id}")
+        return Path(self.store.fetch(uri))
 
     def _deliver(self, lease: dict[str, Any], what: str, call: Callable[[], object]) -> None:
         """``call`` (the slice's completion or failure), retried while the server is unreachable

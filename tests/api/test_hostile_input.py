@@ -393,6 +393,34 @@ def test_a_checkpoint_uri_outside_the_store_is_refused_by_the_worker(api: Api, t
         assert detail["reports"] == [], hostile  # the honest worker trained nothing from the foreign folder
 
 
+def test_another_trials_checkpoint_is_refused_by_the_worker(api: Api, tmp_path: Path) -> None:
+    """A URI inside the store that names a real checkpoint of another trial (another study's, here):
+    resuming from it would train and score foreign weights as this trial's."""
+    store = FileCheckpointStore(tmp_path / "store")
+    victim = api.study(name="victim")
+    foreign_folder = store.open_for_write(victim["id"], 999, 1, attempt=1)
+    (foreign_folder / "adapter.bin").write_bytes(b"someone else's weights")
+    foreign = store.commit(foreign_folder, victim["id"], 999, 1, attempt=1)
+    study = api.study(name="borrower", scheduler={"kind": "hyperband", "min_budget": 1, "max_budget": 3, "eta": 3})
+    grants = [api.lease("evil", studies=[study["id"]]) for _ in range(3)]
+    for loss, grant in zip([0.3, 0.5, 0.7], grants, strict=True):
+        response = api.client.post(f"/api/v1/trials/{grant['trial_id']}/complete",
+                                   json={"lease_token": grant["lease_token"], "metrics": {"loss": loss},
+                                         "checkpoint_out": foreign})
+        assert response.status_code == 200, response.text
+    promoted = grants[0]["trial_id"]
+
+    with sdk_client(api.client, api.token, retries=0) as client:
+        loop = WorkerLoop(client, store, worker_id="honest", wait_s=0, studies=[study["id"]])
+        assert loop.run(max_trials=1) == 1
+
+    detail = api.client.get(f"/api/v1/trials/{promoted}").json()
+    requeue = [d for d in detail["decisions"] if d["kind"] == "requeue"]
+    assert len(requeue) == 1 and f"committed by trial 999 of study {victim['id']}" in requeue[0]["reason"]
+    assert "restarting from scratch" in requeue[0]["reason"]
+    assert detail["reports"] == []  # nothing was trained from the foreign weights
+
+
 def test_checkpoint_fetch_refuses_traversal_and_symlinks(tmp_path: Path) -> None:
     store = FileCheckpointStore(tmp_path / "store")
     inside = store.location(1, 1, 1)
