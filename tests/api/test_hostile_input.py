@@ -364,28 +364,32 @@ HOSTILE_CHECKPOINTS = [
 ]
 
 
+def _resume_from_a_reported_checkpoint(api: Api, name: str, uri: str, store: FileCheckpointStore) -> dict[str, Any]:
+    """A worker ("evil") completes bracket 0's three trials reporting ``uri`` as their checkpoint; an
+    honest worker then runs the promoted one. Returns the promoted trial's detail."""
+    study = api.study(name=name, scheduler={"kind": "hyperband", "min_budget": 1, "max_budget": 3, "eta": 3})
+    grants = [api.lease("evil", studies=[study["id"]]) for _ in range(3)]  # bracket 0: three at budget 1
+    for loss, grant in zip([0.3, 0.5, 0.7], grants, strict=True):
+        response = api.client.post(f"/api/v1/trials/{grant['trial_id']}/complete",
+                                   json={"lease_token": grant["lease_token"], "metrics": {"loss": loss},
+                                         "checkpoint_out": uri})
+        assert response.status_code == 200, response.text
+    promoted = grants[0]["trial_id"]
+    assert api.client.get(f"/api/v1/trials/{promoted}").json()["trial"]["state"] == "pending"
+    with sdk_client(api.client, api.token, retries=0) as client:
+        loop = WorkerLoop(client, store, worker_id="honest", wait_s=0, studies=[study["id"]])
+        assert loop.run(max_trials=1) == 1
+    detail: dict[str, Any] = api.client.get(f"/api/v1/trials/{promoted}").json()
+    return detail
+
+
 def test_a_checkpoint_uri_outside_the_store_is_refused_by_the_worker(api: Api, tmp_path: Path) -> None:
     """A worker token can store any checkpoint URI; the next worker refuses to read outside its store,
     reports the checkpoint invalid, and the server restarts the trial from scratch, saying why."""
     root = tmp_path / "store"
     for number, hostile in enumerate(HOSTILE_CHECKPOINTS):
         uri = hostile.replace("{root}", str(root))
-        study = api.study(name=f"hostile-{number}",
-                          scheduler={"kind": "hyperband", "min_budget": 1, "max_budget": 3, "eta": 3})
-        grants = [api.lease("evil", studies=[study["id"]]) for _ in range(3)]  # bracket 0: three at budget 1
-        for loss, grant in zip([0.3, 0.5, 0.7], grants, strict=True):
-            response = api.client.post(f"/api/v1/trials/{grant['trial_id']}/complete",
-                                       json={"lease_token": grant["lease_token"], "metrics": {"loss": loss},
-                                             "checkpoint_out": uri})
-            assert response.status_code == 200, response.text
-        promoted = grants[0]["trial_id"]
-        assert api.client.get(f"/api/v1/trials/{promoted}").json()["trial"]["state"] == "pending"
-
-        with sdk_client(api.client, api.token, retries=0) as client:
-            loop = WorkerLoop(client, FileCheckpointStore(root), worker_id="honest", wait_s=0, studies=[study["id"]])
-            assert loop.run(max_trials=1) == 1
-
-        detail = api.client.get(f"/api/v1/trials/{promoted}").json()
+        detail = _resume_from_a_reported_checkpoint(api, f"hostile-{number}", uri, FileCheckpointStore(root))
         requeue = [d for d in detail["decisions"] if d["kind"] == "requeue"]
         assert len(requeue) == 1 and "checkpoint unusable" in requeue[0]["reason"], (hostile, detail["decisions"])
         assert "restarting from scratch" in requeue[0]["reason"], hostile
@@ -401,20 +405,9 @@ def test_another_trials_checkpoint_is_refused_by_the_worker(api: Api, tmp_path: 
     foreign_folder = store.open_for_write(victim["id"], 999, 1, attempt=1)
     (foreign_folder / "adapter.bin").write_bytes(b"someone else's weights")
     foreign = store.commit(foreign_folder, victim["id"], 999, 1, attempt=1)
-    study = api.study(name="borrower", scheduler={"kind": "hyperband", "min_budget": 1, "max_budget": 3, "eta": 3})
-    grants = [api.lease("evil", studies=[study["id"]]) for _ in range(3)]
-    for loss, grant in zip([0.3, 0.5, 0.7], grants, strict=True):
-        response = api.client.post(f"/api/v1/trials/{grant['trial_id']}/complete",
-                                   json={"lease_token": grant["lease_token"], "metrics": {"loss": loss},
-                                         "checkpoint_out": foreign})
-        assert response.status_code == 200, response.text
-    promoted = grants[0]["trial_id"]
 
-    with sdk_client(api.client, api.token, retries=0) as client:
-        loop = WorkerLoop(client, store, worker_id="honest", wait_s=0, studies=[study["id"]])
-        assert loop.run(max_trials=1) == 1
+    detail = _resume_from_a_reported_checkpoint(api, "borrower", foreign, store)
 
-    detail = api.client.get(f"/api/v1/trials/{promoted}").json()
     requeue = [d for d in detail["decisions"] if d["kind"] == "requeue"]
     assert len(requeue) == 1 and f"committed by trial 999 of study {victim['id']}" in requeue[0]["reason"]
     assert "restarting from scratch" in requeue[0]["reason"]
