@@ -157,11 +157,15 @@ class HpoClient:
     # --- worker protocol -------------------------------------------------------------
 
     def lease(self, worker_id: str, *, wait_s: float = 10.0, studies: list[int] | None = None,
-              resources: dict[str, Any] | None = None) -> Lease | None:
+              resources: dict[str, Any] | None = None, request_key: str | None = None) -> Lease | None:
+        """A trial to work on, or None when none came within ``wait_s``.
+
+        ``request_key`` (default: a fresh one) is sent as the Idempotency-Key of this call and all
+        its retries: a retry whose first try was granted a trial (the response lost on the way)
+        gets that trial back, not a second one. A caller that retries the call itself after it
+        failed (``ServiceUnavailable``) passes the same key again, for the same reason."""
         body = {"worker_id": worker_id, "wait_s": wait_s, "studies": studies, "resources": resources or {}}
-        # One key for this call and all its retries: a retry whose first try was granted a
-        # trial (the response lost on the way) gets that trial back, not a second one.
-        headers = {"Idempotency-Key": secrets.token_urlsafe(24)}
+        headers = {"Idempotency-Key": request_key or new_request_key()}
         return self._call("POST", "/api/v1/leases", json=body, headers=headers, timeout=wait_s + 30.0)
 
     def heartbeat(self, trial_id: int, token: str) -> Ack:
@@ -209,6 +213,11 @@ class HpoClient:
             # Jitter keeps a crowd of workers from retrying in lockstep after an outage.
             time.sleep(self._backoff * 2**attempt * (0.5 + random.random()))
         raise AssertionError("unreachable")
+
+
+def new_request_key() -> str:
+    """An Idempotency-Key for one lease request (and its retries)."""
+    return secrets.token_urlsafe(24)
 
 
 def _decode(response: httpx.Response) -> Any:

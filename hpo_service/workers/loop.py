@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from hpo_service.client import HpoClient
+from hpo_service.client import HpoClient, new_request_key
 from hpo_service.errors import Conflict, HpoError, InvalidInput, RateLimited, ServiceUnavailable
 from hpo_service.workers.checkpoints import CheckpointStore
 from hpo_service.workers.registry import load_trainer
@@ -170,10 +170,14 @@ class WorkerLoop:
         """Lease and run trials until stopped; returns how many segments were run."""
         done = 0
         rate_limited = Backoff(self.rate_limited_wait_s, RATE_LIMITED_MAX_WAIT_S)
+        # Kept until a lease call is answered: a call that failed past the SDK's retries (an
+        # outage) may still have been granted a trial before the server went away, and asking
+        # again under the same key gets that trial back instead of leaving it to lease expiry.
+        request_key = new_request_key()
         while not self.stop.is_set() and (max_trials is None or done < max_trials):
             try:
                 lease = self.client.lease(self.worker_id, wait_s=self.wait_s, studies=self.studies,
-                                          resources=self.resources)
+                                          resources=self.resources, request_key=request_key)
             except ServiceUnavailable as error:
                 log.warning("server unavailable, retrying: %s", error)
                 self.stop.wait(1.0)
@@ -186,6 +190,7 @@ class WorkerLoop:
                 self.stop.wait(wait_s)
                 continue
             rate_limited.reset()
+            request_key = new_request_key()  # answered: the next call is a new request
             if lease is None:
                 if exit_when_idle:
                     break

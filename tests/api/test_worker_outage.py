@@ -130,3 +130,34 @@ def test_a_failure_reported_during_an_outage_is_delivered_and_the_worker_goes_on
     assert "fail" in transport.refused
     assert detail["trial"]["state"] == "failed" and detail["trial"]["attempt"] == 1
     assert "this configuration cannot train" in detail["trial"]["error"]
+
+
+class LosesTheGrantThenGoesDown(Outage):
+    """The first lease is granted and committed, its response lost, and the API is then away for
+    longer than the client's retries: the worker's lease call ends in ServiceUnavailable."""
+
+    __test__ = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.url.path.endswith("/leases") and not self._fired:
+            self.go_down()
+            raise httpx.ReadError("connection reset (the API went away)", request=request)
+        return response
+
+
+def test_a_lease_granted_just_before_an_outage_is_picked_up_after_it(database_url: str, tmp_path: Path) -> None:
+    """Before, the worker asked again under a new key: a second trial, and the first left running
+    (leased to a worker that never learned of it) until its lease expired, an attempt used up."""
+    spec = make_spec(scheduler={"kind": "random", "min_budget": 1, "max_budget": 1, "eta": 3},
+                     limits={"max_trials": 2})
+    with running_app(database_url) as (app, token):
+        study = app.post("/api/v1/studies", json=spec.model_dump(mode="json")).json()
+        transport = LosesTheGrantThenGoesDown(app, lambda kind, body: False)
+        with HpoClient("http://testserver", token=token, transport=transport, retries=1, backoff=0.01) as client:
+            loop = WorkerLoop(client, FileCheckpointStore(tmp_path / "ckpt"), wait_s=0, studies=[study["id"]])
+            assert loop.run(max_trials=1) == 1
+        trials = app.get(f"/api/v1/studies/{study['id']}/trials").json()["items"]
+
+    assert "leases" in transport.refused  # the retry met the outage
+    assert [(t["state"], t["attempt"]) for t in trials] == [("completed", 1)]  # the granted trial, and no other
