@@ -33,6 +33,7 @@ from hpo_service.errors import Conflict, StaleLease
 from tests.chaos.audit import Audit, StudyRows, _utc, audit_study, read_study
 from tests.chaos.baseline import reference_for
 from tests.chaos.cluster import Cluster, Proc, free_port, pg_outage, pg_outage_mode, wait_for
+from tests.chaos.lossy_proxy import LossyProxy
 from tests.support.postgres import database_name
 
 
@@ -351,6 +352,32 @@ def two_api_servers(run: Run, rng: random.Random) -> tuple[str, list[Fault], dic
         "segments_per_server": segments}
 
 
+# Chance that a chunk of an answer is cut, by request kind: granted leases and completions often
+# (the paths the retry rules exist for), the many reports and heartbeats now and then. A worker's
+# client retries 8 times, so even a granted lease is lost past its retries about once in 10**7.
+LOSSY_CUTS = {"lease grant": 0.15, "leases": 0.05, "complete": 0.15, "fail": 0.15, "reports": 0.03,
+              "heartbeat": 0.05}
+_STARTED = re.compile(r"trial (\d+) \(study \d+\) attempt (\d+):")
+
+
+def lossy_network(run: Run, rng: random.Random) -> tuple[str, list[Fault], dict[str, Any]]:
+    url = run.cluster.start_server()
+    proxy = LossyProxy(int(url.rsplit(":", 1)[1]), LOSSY_CUTS, seed=rng.randrange(2**32))
+    proxied = proxy.start_serving()
+    try:
+        workers = [run.cluster.start_worker(proxied) for _ in range(run.scale.workers)]
+        run.start_study(url)  # the harness itself talks to the server directly
+        run.wait_done()
+    finally:
+        proxy.stop()
+    faults = [Fault(f"answer to a {kind} request cut", datetime.fromtimestamp(at, UTC)) for at, kind in proxy.cut_at]
+    # Which (trial, attempt) each worker learned of: a grant it never started was lost to it.
+    started = sorted(f"{proc.worker_id}:{trial}:{attempt}" for proc in workers
+                     for trial, attempt in _STARTED.findall(proc.log_text()))
+    return "answers lost on the way back to the workers (a proxy cuts the connection after the server answered)", \
+        faults, {"cut": dict(proxy.cut), "relayed": dict(proxy.relayed), "_started": started}
+
+
 class _Corrupter(threading.Thread):
     """Damages committed checkpoints of every third trial the moment they appear: alternately
     deleted (missing) and rewritten with a bad checksum (corrupt)."""
@@ -410,6 +437,7 @@ SCENARIOS: dict[str, Callable[[Run, random.Random], tuple[str, list[Fault], dict
     "postgres_restart": postgres_restart,
     "two_api_servers": two_api_servers,
     "checkpoint_damage": checkpoint_damage,
+    "lossy_network": lossy_network,
 }
 
 
@@ -524,11 +552,26 @@ def _check_checkpoints(result: ScenarioResult, rows: StudyRows) -> None:
             fault.note += " (never resumed from: not promoted, or resumed before the damage)"
 
 
+def _check_lossy(result: ScenarioResult, rows: StudyRows) -> None:
+    started = set(result.details.pop("_started", []))
+    cut = result.details.get("cut", {})
+    for kind in ("lease grant", "complete", "reports"):
+        if not cut.get(kind):
+            result.problems.append(f"no answer to a {kind} request was cut: the scenario did not test that path")
+    for decision in rows.decisions:
+        expired = re.match(r"lease of worker (\S+) expired", decision.reason)
+        if decision.kind == "requeue" and expired and decision.attempt is not None:
+            if f"{expired.group(1)}:{decision.trial_id}:{decision.attempt - 1}" not in started:
+                result.problems.append(f"trial {decision.trial_id} attempt {decision.attempt - 1} was granted to "
+                                       f"{expired.group(1)}, which never learned of it (its lease expired unused)")
+
+
 CHECKS: dict[str, Callable[[ScenarioResult, StudyRows], None]] = {
     "worker_sigkill": _check_sigkill,
     "worker_sigstop": _check_sigstop,
     "two_api_servers": _check_two_servers,
     "checkpoint_damage": _check_checkpoints,
+    "lossy_network": _check_lossy,
 }
 
 

@@ -4,14 +4,14 @@ Real `hpo serve` and `hpo worker` processes; a study of 51 trials (Hyperband, ma
 3 sweeps) with the synthetic trainer per scenario; a fault injected while it runs; then the
 audit of tests/chaos/audit.py must be clean and the best trial must equal the fault-free run's.
 
-The six scenarios run side by side (each on its own database, with its own processes): they
+The scenarios run side by side (each on its own database, with its own processes): they
 mostly wait on leases, sleeps and restarts, so together they take about as long as the
 slowest one, not the sum. Side by side, PostgreSQL is taken away from one database only
 (`pg_outage` mode ``database``: its sessions cut, new connections refused), never restarted
 as a whole -- that would hit the other five, and any other test run on this server.
 `bench/chaos.py` runs the long versions one at a time, with a real restart where it may.
 
-Selecting one `test_scenario[...]` still runs all six (they share the fixture); one alone, at
+Selecting one `test_scenario[...]` still runs them all (they share the fixture); one alone, at
 this scale: `.venv/bin/python bench/chaos.py worker_sigkill --ci --out /tmp/chaos.md`.
 """
 
@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("c
 @pytest.fixture(scope="module")
 def results(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """Every scenario's ScenarioResult (or the exception that stopped it), run concurrently once."""
-    reference_for(study_spec("chaos", CI))  # the fault-free run, once, before six threads ask for it
+    reference_for(study_spec("chaos", CI))  # the fault-free run, once, before the scenario threads ask for it
     folder = tmp_path_factory.mktemp("chaos")
     urls = {name: pg.create_throwaway_database(postgres_admin_url) for name in SCENARIOS}
     outcomes: dict[str, object] = {}
