@@ -456,9 +456,9 @@ def checkpoints_gc(
         fail(f"{store.root} does not exist (is the store mounted here?)", EXIT_USAGE)
     cutoff = time.time() - min_age  # taken before any reference is read: see checkpoint_gc
 
-    def progress(study_id: int, so_far: Any) -> None:
-        console.print(f"study {study_id}: {len(so_far.deleted):,} folders to delete so far, {so_far.kept:,} kept",
-                      highlight=False)
+    def progress(study_id: int, trials: dict[int, Any] | None) -> None:
+        said = "not shown to this token: left alone" if trials is None else f"{len(trials):,} trials' references read"
+        console.print(f"study {study_id}: {said}", highlight=False)
 
     with _client(server, token) as client:
         result = _run(lambda: collect(store.root, server_references(client), cutoff, dry_run=dry_run,
@@ -471,7 +471,8 @@ def checkpoints_gc(
     for row in rows:
         typer.echo(f"{'would delete' if dry_run else 'deleted'} {row['path']}: {row['reason']}")
     verb = "would free" if dry_run else "freed"
-    typer.echo(f"{len(rows):,} folders, {verb} {result.freed_bytes / 1e6:,.1f} MB; {result.kept:,} kept")
+    typer.echo(f"{len(rows):,} folder{'' if len(rows) == 1 else 's'}, {verb} {result.freed_bytes / 1e6:,.1f} MB; "
+               f"{result.kept:,} kept")
     if result.hidden_studies:
         typer.echo(f"left alone (not shown to this token): studies {', '.join(map(str, sorted(result.hidden_studies)))}")
 

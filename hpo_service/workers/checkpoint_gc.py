@@ -153,20 +153,19 @@ class Collection:
 
 
 def collect(root: Path, references: Callable[[int], dict[int, TrialCheckpoints] | None], cutoff: float, *,
-            dry_run: bool = False, on_study: Callable[[int, Collection], None] = lambda *_: None) -> Collection:
+            dry_run: bool = False,
+            on_study: Callable[[int, dict[int, TrialCheckpoints] | None], None] = lambda *_: None) -> Collection:
     """Delete (or with ``dry_run`` only list) the garbage under ``root``.
 
     ``references(study_id)`` reads a study's references from the server (None: the server does
-    not show it); it is asked once per study, after ``cutoff`` was taken."""
+    not show it); it is asked once per study, after ``cutoff`` was taken, and ``on_study`` is
+    told what it answered (the slow part on a large study: progress)."""
     result = Collection(dry_run=dry_run)
     cache: dict[int, dict[int, TrialCheckpoints] | None] = {}
-    current: int | None = None
     for entry in scan(root):
         if entry.study_id is not None and entry.study_id not in cache:
-            if current is not None:
-                on_study(current, result)
-            current = entry.study_id
             cache[entry.study_id] = references(entry.study_id)
+            on_study(entry.study_id, cache[entry.study_id])
         trials = cache.get(entry.study_id) if entry.study_id is not None else {}
         if trials is None and entry.study_id is not None:
             result.hidden_studies.add(entry.study_id)
@@ -177,8 +176,6 @@ def collect(root: Path, references: Callable[[int], dict[int, TrialCheckpoints] 
         result.deleted.append((entry.path, reason, folder_bytes(entry.path)))
         if not dry_run:
             _delete(entry.path, root)
-    if current is not None:
-        on_study(current, result)
     return result
 
 
