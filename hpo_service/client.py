@@ -4,8 +4,10 @@ Connection errors and 503 answers are retried with exponential backoff (every
 call is safe to repeat: reports are unique per step, completions per lease
 token, a lease call's retries carry its Idempotency-Key, a study's creation
 attaches to the same name and spec, and pause / resume / cancel / extend set
-a status or value that a repeat finds already set). Error answers become the project's own error types, carrying the
-server's message.
+a status or value that a repeat finds already set), except a token's
+creation, which is retried only when it cannot have reached the server.
+Error answers become the project's own error types, carrying the server's
+message.
 """
 
 from __future__ import annotations
@@ -140,7 +142,10 @@ class HpoClient:
     def create_token(self, name: str, scope: str, *, project: str | None = None,
                      expires_days: float | None = None) -> TokenCreated:
         body = _drop_none({"name": name, "scope": scope, "project": project, "expires_days": expires_days})
-        return self._call("POST", "/api/v1/tokens", json=body)
+        # Not repeatable: the server keeps only a digest of the secret, so a retry whose first try
+        # was carried out could not get that token back; it would make a second one, and the first
+        # would stay valid with its secret known to no one.
+        return self._call("POST", "/api/v1/tokens", json=body, repeatable=False)
 
     def list_tokens(self) -> list[TokenInfo]:
         return self._call("GET", "/api/v1/tokens")
@@ -196,13 +201,20 @@ class HpoClient:
     # --- transport ---------------------------------------------------------------------
 
     def _call(self, method: str, path: str, *, timeout: float | None = None, raw: bool = False,
-              **kwargs: Any) -> Any:
+              repeatable: bool = True, **kwargs: Any) -> Any:
+        """``repeatable=False``: retried only when the request cannot have reached the server (no
+        connection; a 503, which the server answers having changed nothing)."""
         if timeout is not None:
             kwargs["timeout"] = timeout
         for attempt in range(self._retries + 1):
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as error:
+                if not repeatable and not isinstance(error, _NOT_SENT):
+                    raise ServiceUnavailable(
+                        f"no answer from {self.server} to {method} {path} ({error}); it may have been carried "
+                        "out, so it was not sent again: check before repeating it"
+                    ) from error
                 if attempt == self._retries:
                     raise ServiceUnavailable(f"cannot reach {self.server}: {error}") from error
             else:
@@ -213,6 +225,10 @@ class HpoClient:
             # Jitter keeps a crowd of workers from retrying in lockstep after an outage.
             time.sleep(self._backoff * 2**attempt * (0.5 + random.random()))
         raise AssertionError("unreachable")
+
+
+# Transport errors raised before the request was sent: repeating the request cannot repeat its effect.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def new_request_key() -> str:

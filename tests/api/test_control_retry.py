@@ -60,3 +60,41 @@ def test_a_control_call_whose_response_was_lost_is_retried_into_success(
         assert shown["status"] == expected["status"]
         if "max_budget" in expected:
             assert shown["spec"]["scheduler"]["max_budget"] == expected["max_budget"]
+
+
+def test_a_token_creation_whose_response_was_lost_is_not_repeated(database_url: str) -> None:
+    """The server keeps only a digest of a token's secret, so a retry could not hand the first
+    token back: it made a second, and the first stayed valid with a secret no one ever saw."""
+    from hpo_service.errors import ServiceUnavailable
+
+    with running_app(database_url) as (app, token):
+        before = len(app.get("/api/v1/tokens").json())
+        transport = LosesFirstResponse(app, "/tokens")
+        with HpoClient("http://testserver", token=token, transport=transport, retries=2, backoff=0.001) as client:
+            with pytest.raises(ServiceUnavailable, match="may have been carried out"):
+                client.create_token("ci", "read")
+
+        assert transport.delivered == 1
+        assert len(app.get("/api/v1/tokens").json()) == before + 1  # one token, listed, revocable
+
+
+def test_a_token_creation_that_never_connected_is_retried(database_url: str) -> None:
+    with running_app(database_url) as (app, token):
+        transport = RefusesFirstConnection(app)
+        with HpoClient("http://testserver", token=token, transport=transport, retries=2, backoff=0.001) as client:
+            created = client.create_token("ci", "read")
+        assert created["token"].startswith("hpo_") and transport.refused == 1
+
+
+class RefusesFirstConnection(TestClientTransport):
+    __test__ = False
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self.refused = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.refused == 0:
+            self.refused += 1
+            raise httpx.ConnectError("connection refused", request=request)
+        return super().handle_request(request)
