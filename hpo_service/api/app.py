@@ -48,6 +48,15 @@ def _extend_leases_at_startup(services: Services) -> None:
     log.info("start-up: extended %d running lease(s) to at least one lease period from now", extended)
 
 
+def _warm_samplers_at_startup(services: Services) -> None:
+    try:
+        kinds = services.studies.warm_samplers_in_use()
+    except ServiceUnavailable as error:  # then the first proposal of each kind imports them, as before
+        log.warning("start-up: could not read the studies' sampler kinds: %s", error.message)
+        return
+    log.info("start-up: sampler modules imported for %s", ", ".join(sorted(kinds)) or "no study")
+
+
 async def _sweep_expired_leases(services: Services) -> None:
     """Requeue expired leases even when no worker is asking for work."""
     while True:
@@ -94,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = build_services(settings)
         check_schema(services.context.engine)
         _extend_leases_at_startup(services)  # before the first sweep and the first lease request
+        _warm_samplers_at_startup(services)  # before a first proposal would import them under a study lock
         services.signal.bind(asyncio.get_running_loop())
         app.state.services = services
         sweeper = asyncio.create_task(_sweep_expired_leases(services))

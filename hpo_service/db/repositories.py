@@ -65,6 +65,13 @@ def list_studies(
     return list(rows), int(total)
 
 
+def sampler_kinds_of_live_studies(session: Session) -> list[str]:
+    """The sampler kind of every running or paused study (distinct)."""
+    live = (StudyStatus.RUNNING.value, StudyStatus.PAUSED.value)
+    specs = session.execute(select(Study.spec).where(Study.status.in_(live))).scalars()
+    return sorted({str(spec.get("sampler", {}).get("kind", "tpe")) for spec in specs})
+
+
 def running_study_ids(session: Session, only: Sequence[int] | None, project_id: int | None = None) -> list[int]:
     query = select(Study.id).where(Study.status == StudyStatus.RUNNING.value).order_by(Study.id)
     if project_id is not None:

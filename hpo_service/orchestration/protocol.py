@@ -29,6 +29,7 @@ from hpo_service.errors import Conflict, InvalidInput, NotFound, StaleLease
 from hpo_service.orchestration.context import Context, as_utc
 from hpo_service.orchestration.studies import load_study, load_trial
 from hpo_service.orchestration.study_driver import StudyDriver, grant_lease
+from hpo_service.sampling.proposer import warm_sampler
 
 Directive = Literal["continue", "stop"]
 
@@ -125,6 +126,7 @@ class TrialProtocol:
         """A pending trial of the study if there is one (never waiting for it), else new work."""
         study = load_study(session, study_id)
         spec = StudySpec.model_validate(study.spec)
+        warm_sampler(spec.sampler.kind)  # a study another API process created: before the study lock
         locked = spec.limits.max_concurrent is not None
         if locked:
             # Count and claim as one step per study: two leases that both counted before either

@@ -18,6 +18,7 @@ from hpo_service.orchestration.context import Context
 from hpo_service.orchestration.spec_loading import resolve_spec
 from hpo_service.orchestration.study_driver import StudyDriver
 from hpo_service.orchestration.study_end import finish_study
+from hpo_service.sampling.proposer import warm_sampler
 from hpo_service.scheduling.factory import make_scheduler
 
 
@@ -87,8 +88,10 @@ class StudyService:
 
         Returns (study, created).
         """
-        # Resolve outside the transaction: it reads files and imports the trainer plugin.
+        # Resolve outside the transaction: it reads files and imports the trainer plugin; and the
+        # sampler's modules, which its first proposal would import under the study lock.
         spec = resolve_spec(spec, self._ctx.settings.search_space_dir)
+        warm_sampler(spec.sampler.kind)
         scheduler = make_scheduler(spec.scheduler, spec.limits)
         stored_spec = spec.model_dump(mode="json")
 
@@ -184,6 +187,14 @@ class StudyService:
             )
 
         return self._ctx.run(use_case)
+
+    def warm_samplers_in_use(self) -> set[str]:
+        """Import the modules of the sampler kinds of the running and paused studies (at start-up);
+        returns those kinds."""
+        kinds = set(self._ctx.run(repo.sampler_kinds_of_live_studies))
+        for kind in kinds:
+            warm_sampler(kind)
+        return kinds
 
     def checkpoint_references(
         self, study_id: int, *, after_trial_id: int = 0, limit: int = 1000, project_id: int | None = None
