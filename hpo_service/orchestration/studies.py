@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +20,8 @@ from hpo_service.orchestration.spec_loading import resolve_spec
 from hpo_service.orchestration.study_driver import StudyDriver
 from hpo_service.orchestration.study_end import finish_study
 from hpo_service.sampling.proposer import warm_sampler
+from hpo_service.scheduling.ladder import max_budget_history
+from hpo_service.scheduling.rungs import same_budget
 from hpo_service.scheduling.factory import make_scheduler
 
 
@@ -98,12 +101,9 @@ class StudyService:
         def use_case(session: Session) -> tuple[Study, bool]:
             existing = repo.get_study_by_name(session, project_id, spec.name)
             if existing is not None:
-                if existing.spec == stored_spec:
+                if existing.spec == stored_spec or _extended_from(existing, stored_spec):
                     return existing, False
-                raise Conflict(
-                    f"a study named {spec.name!r} exists already (id {existing.id}) with a different spec; "
-                    "pick another name, or submit the same spec to attach to it"
-                )
+                raise Conflict(_not_the_same_spec(existing, stored_spec))
             now = self._ctx.clock()
             study = Study(
                 name=spec.name, project_id=project_id, spec=stored_spec,
@@ -275,6 +275,31 @@ class StudyService:
             return study
 
         return self._ctx.run(use_case)
+
+
+def _max_budget_apart(stored: dict[str, Any], submitted: dict[str, Any]) -> tuple[float, float] | None:
+    """(stored, submitted) max_budget when the two specs differ in nothing else."""
+    stored_max, submitted_max = stored["scheduler"]["max_budget"], submitted["scheduler"]["max_budget"]
+    same_otherwise = stored | {"scheduler": stored["scheduler"] | {"max_budget": submitted_max}} == submitted
+    return (stored_max, submitted_max) if same_otherwise else None
+
+
+def _extended_from(existing: Study, submitted: dict[str, Any]) -> bool:
+    """The study had ``submitted`` as its spec before it was extended (iterative deepening raises
+    only max_budget): a CI job that re-runs with its unchanged spec attaches to it."""
+    apart = _max_budget_apart(existing.spec, submitted)
+    earlier = max_budget_history(existing.scheduler_state)[:-1]
+    return apart is not None and any(same_budget(apart[1], budget) for budget in earlier)
+
+
+def _not_the_same_spec(existing: Study, submitted: dict[str, Any]) -> str:
+    apart = _max_budget_apart(existing.spec, submitted)
+    if apart is not None and apart[1] > apart[0]:
+        return (f"study {existing.name!r} (id {existing.id}) has max_budget {apart[0]:g} and this spec asks for "
+                f"{apart[1]:g}, nothing else differs: raise it with `hpo study extend {existing.name} --max-budget "
+                f"{apart[1]:g}` (PATCH /api/v1/studies/{existing.id}), which keeps every trial trained so far")
+    return (f"a study named {existing.name!r} exists already (id {existing.id}) with a different spec; "
+            "pick another name, or submit the same spec to attach to it")
 
 
 def _require(study: Study, allowed: set[StudyStatus], action: str) -> None:

@@ -48,6 +48,13 @@ from hpo_service.scheduling.rungs import (
 )
 
 
+def max_budget_history(state: dict[str, Any] | None) -> list[float]:
+    """The max budgets a study has had, oldest first, from its scheduler snapshot (ASHA keeps the
+    ladder as numbers, Hyperband as steps with a ``max_budget``); empty for a scheduler without one."""
+    steps = (state or {}).get("ladder") or []
+    return [float(step["max_budget"] if isinstance(step, dict) else step) for step in steps]
+
+
 @dataclass(frozen=True)
 class Rungs:
     """The budgets of one bracket's rungs, and the rungs that were its top before a raise."""

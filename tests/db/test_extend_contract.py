@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from hpo_service.domain.queries import TrialFilter
@@ -103,3 +105,38 @@ def test_only_trials_that_existed_at_the_raise_are_said_to_reuse_a_checkpoint(se
     assert labelled and all(trial_id <= newest for trial_id in labelled)  # type: ignore[operator]
     later = {d.trial_id for d in promotions_at_3} - labelled
     assert later and all(trial_id > newest for trial_id in later)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("kind", ["hyperband", "asha"])
+def test_the_spec_it_was_created_from_still_attaches_after_extensions(service: Service, kind: str) -> None:
+    """A CI job re-runs `hpo tune` with its unchanged spec after someone deepened the study: it
+    attaches (it was a 409 "different spec": the stored spec's max_budget had grown)."""
+    def spec(max_budget: float) -> Any:
+        return make_spec(scheduler={"kind": kind, "min_budget": 1, "max_budget": max_budget, "eta": 3},
+                         limits={"max_trials": 30})
+
+    study = service.studies.create(spec(9))
+    service.studies.extend(study.id, 27)
+    service.studies.extend(study.id, 81)
+
+    for submitted in (9, 27, 81):  # each max_budget it has had
+        again, created = service.studies.create_or_attach(spec(submitted))
+        assert (again.id, created) == (study.id, False)
+        assert again.spec["scheduler"]["max_budget"] == 81  # the study as it is now
+
+
+@pytest.mark.parametrize(("max_budget", "message"), [
+    (81, r"has max_budget 27 and this spec asks for 81, nothing else differs: raise it with `hpo study extend"),
+    (3, "different spec"),  # never this study's max_budget: not the spec it was created from
+])
+def test_a_spec_asking_for_more_names_the_extension_and_others_conflict(
+    service: Service, max_budget: float, message: str
+) -> None:
+    from hpo_service.errors import Conflict
+
+    scheduler = {"kind": "hyperband", "min_budget": 1, "max_budget": max_budget, "eta": 3}
+    study = service.studies.create(make_spec())
+    service.studies.extend(study.id, 27)
+    with pytest.raises(Conflict, match=message):
+        service.studies.create_or_attach(make_spec(scheduler=scheduler))
+    assert service.studies.get(study.id).study.spec["scheduler"]["max_budget"] == 27
