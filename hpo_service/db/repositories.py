@@ -250,10 +250,11 @@ def reports_of(session: Session, trial_id: int) -> list[Report]:
     return list(session.execute(query).scalars())
 
 
-def last_report(session: Session, trial_id: int, attempt: int) -> Report | None:
-    """The latest report of the trial's ``attempt`` (earlier attempts' reports describe training
-    that was thrown away when the trial was requeued)."""
-    query = (select(Report).where(Report.trial_id == trial_id, Report.attempt == attempt)
+def last_report(session: Session, trial_id: int, attempt: int, after_step: float) -> Report | None:
+    """The latest report of the trial's ``attempt`` past ``after_step`` (the slice's start): earlier
+    attempts' reports describe training thrown away when the trial was requeued, and reports up to
+    the slice's start belong to the slices before it."""
+    query = (select(Report).where(Report.trial_id == trial_id, Report.attempt == attempt, Report.step > after_step)
              .order_by(Report.step.desc()).limit(1))
     return session.execute(query).scalar_one_or_none()
 

@@ -218,6 +218,7 @@ class TrialProtocol:
         self, session: Session, study: Study, trial: Trial, metrics: dict[str, Any], checkpoint_uri: str | None
     ) -> None:
         now = self._ctx.clock()
+        slice_start = trial.budget_done
         study.budget_spent += max(0.0, trial.budget_target - trial.budget_done)
         trial.budget_done = trial.budget_target
         trial.checkpoint_uri = checkpoint_uri or trial.checkpoint_uri
@@ -229,7 +230,7 @@ class TrialProtocol:
             return
         driver = StudyDriver(self._ctx, session, study)
         metric = driver.spec.objective.metric
-        value = _objective(session, trial, metrics, metric)
+        value = _objective(session, trial, metrics, metric, slice_start)
         if math.isfinite(value):
             driver.on_result(trial, value, trial.checkpoint_uri)
             return
@@ -397,16 +398,18 @@ def _check_token(trial_id: int, current: str | None, state: str, token: str) -> 
         raise Conflict(f"trial {trial_id} is {state}, not running; it accepts no more reports")
 
 
-def _objective(session: Session, trial: Trial, metrics: dict[str, Any], metric: str) -> float:
-    """The objective from the completion, else from the last report of this attempt."""
+def _objective(session: Session, trial: Trial, metrics: dict[str, Any], metric: str, slice_start: float) -> float:
+    """The objective from the completion, else from the last report of this slice (this attempt's,
+    past the budget the slice started from)."""
     value = metrics.get(metric)
     if value is None:
-        last = repo.last_report(session, trial.id, trial.attempt)
+        last = repo.last_report(session, trial.id, trial.attempt, slice_start)
         value = last.metrics.get(metric) if last is not None else None
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise InvalidInput(
             f"the completion of trial {trial.id} has no objective metric {metric!r} "
-            f"(in `metrics` or the last report of attempt {trial.attempt}); send it in `metrics`"
+            f"(in `metrics` or the last report of this slice, attempt {trial.attempt} past budget "
+            f"{slice_start:g}); send it in `metrics`"
         )
     try:
         return float(value)

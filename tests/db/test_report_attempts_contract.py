@@ -49,6 +49,27 @@ def test_a_completion_without_the_objective_is_refused_when_its_attempt_reported
     second = service.protocol.lease("w2")
     assert second is not None
 
-    with pytest.raises(InvalidInput, match="last report of attempt 2"):  # not the dead attempt's 0.1
+    with pytest.raises(InvalidInput, match="last report of this slice, attempt 2"):  # not the dead attempt's 0.1
         service.protocol.complete(second.trial.id, second.trial.lease_token, {}, None)
     assert service.studies.trial(second.trial.id).trial.state == "running"  # nothing changed
+
+
+def test_a_promoted_slice_is_not_scored_with_the_slice_before_it(service: Service) -> None:
+    """A slice that resumed at budget 1 and completes without the objective and without a report
+    of its own was scored with the last report of the slice before it (step 1)."""
+    service.studies.create(make_spec())  # hyperband 1..9: bracket 0 puts 9 trials at budget 1
+    first = None
+    for number in range(9):
+        grant = service.protocol.lease("w1")
+        assert grant is not None and grant.trial.budget_target == 1
+        first = first or grant.trial.id
+        loss = 0.01 if grant.trial.id == first else 0.5 + number / 100  # the first one is the best
+        service.protocol.report(grant.trial.id, grant.trial.lease_token, [(1.0, {"loss": loss})])
+        service.protocol.complete(grant.trial.id, grant.trial.lease_token, {"loss": loss}, "file:///c/1")
+    promoted = service.protocol.lease("w1")
+    assert promoted is not None and promoted.trial.id == first and promoted.trial.budget_done == 1
+
+    with pytest.raises(InvalidInput, match="last report of this slice, attempt 1 past budget 1"):
+        service.protocol.complete(first, promoted.trial.lease_token, {}, "file:///c/3")
+    service.protocol.report(first, promoted.trial.lease_token, [(3.0, {"loss": 0.02})])
+    assert service.protocol.complete(first, promoted.trial.lease_token, {}, "file:///c/3").value == 0.02
