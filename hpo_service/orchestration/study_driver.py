@@ -204,11 +204,12 @@ class StudyDriver:
             self.study.id, _spec_hash(self.study.spec),
             lambda: Proposer(self.spec.space, self.spec.sampler, self._study_seed()),
         )
-        rows = repo.observations_after(self._session, self.study.id, proposer.last_seq)
-        proposer.observe(
-            Observation(params=params, rung=self._level(budget), budget=budget, score=score, seq=seq)
-            for seq, params, budget, score in rows
-        )
+        if proposer.reads_observations:
+            rows = repo.observations_after(self._session, self.study.id, proposer.last_seq)
+            proposer.observe(
+                Observation(params=params, rung=self._level(budget), budget=budget, score=score, seq=seq)
+                for seq, params, budget, score in rows
+            )
         return proposer.propose(number)
 
     def _level(self, budget: float) -> int:

@@ -297,3 +297,17 @@ def test_a_missing_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 def test_invalid_arguments_are_rejected(space: SearchSpace, seed: int, number: int) -> None:
     with pytest.raises(ValueError):
         _proposer("random", seed=seed, space=space).propose(number)
+
+
+@pytest.mark.parametrize(("kind", "space", "reads"), [
+    ("random", SPACE, False),
+    ("qmc", SPACE, False),
+    ("tpe", SPACE, True),
+    ("gp", SPACE, True),
+    ("cmaes", SPACE, True),
+    ("cmaes", {"optimizer": Cat(choices=["adam", "sgd"])}, False),  # nothing numeric: random sampling
+])
+def test_only_kinds_whose_proposals_depend_on_observations_ask_for_them(
+    kind: str, space: SearchSpace, reads: bool
+) -> None:
+    assert Proposer(space, SamplerSpec(kind=kind, seed=1), 1).reads_observations is reads
