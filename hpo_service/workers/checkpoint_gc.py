@@ -24,7 +24,6 @@ is provably dead:
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,13 +33,7 @@ from urllib.parse import unquote, urlsplit
 from hpo_service.client import HpoClient
 from hpo_service.client_types import TrialCheckpoints
 from hpo_service.errors import NotFound
-from hpo_service.workers.checkpoints import STAGING_DIR
-
-_STUDY = re.compile(r"study-(\d+)")
-_TRIAL = re.compile(r"trial-(\d+)")
-_BUDGET = re.compile(r"budget-[0-9.e+-]+(?:-a(\d+))?")
-# FileCheckpointStore.open_for_write: "<study>-<trial>-<budget folder>-" + mkdtemp's suffix.
-_SCRATCH = re.compile(r"study-(\d+)-trial-(\d+)-budget-[0-9.e+-]+?(?:-a(\d+))?-[^-]+")
+from hpo_service.workers.checkpoints import BUDGET_FOLDER, SCRATCH_FOLDER, STAGING_DIR, STUDY_FOLDER, TRIAL_FOLDER
 
 RUNNING = "running"
 
@@ -59,20 +52,20 @@ class Entry:
 def scan(root: Path) -> Iterator[Entry]:
     """The store's checkpoint and scratch folders; anything not in the store's layout is not listed."""
     for study_dir in _folders(root):
-        study = _STUDY.fullmatch(study_dir.name)
+        study = STUDY_FOLDER.fullmatch(study_dir.name)
         if study is None:
             continue
         for trial_dir in _folders(study_dir):
-            trial = _TRIAL.fullmatch(trial_dir.name)
+            trial = TRIAL_FOLDER.fullmatch(trial_dir.name)
             if trial is None:
                 continue
             for budget_dir in _folders(trial_dir):
-                budget = _BUDGET.fullmatch(budget_dir.name)
+                budget = BUDGET_FOLDER.fullmatch(budget_dir.name)
                 if budget is not None:
                     attempt = int(budget.group(1)) if budget.group(1) else None
                     yield Entry(budget_dir, int(study.group(1)), int(trial.group(1)), attempt, committed=True)
     for scratch_dir in _folders(root / STAGING_DIR):
-        named = _SCRATCH.fullmatch(scratch_dir.name)
+        named = SCRATCH_FOLDER.fullmatch(scratch_dir.name)
         if named is None:
             yield Entry(scratch_dir, None, None, None, committed=False)
         else:

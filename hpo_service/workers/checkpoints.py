@@ -41,9 +41,15 @@ from urllib.parse import unquote, urlsplit
 from hpo_service.workers.trainer import CheckpointError
 
 STAGING_DIR = ".staging"
-# The budget's characters (format_budget: digits, '.', 'e', '+', '-') hold no 'a', so the optional
-# attempt suffix is unambiguous. Without it: the layout before F8, still read.
-_LAYOUT = (re.compile(r"study-\d+"), re.compile(r"trial-\d+"), re.compile(r"budget-[0-9.e+-]+(?:-a\d+)?"))
+# The folder names of the layout, with the ids (and the attempt) as groups. The budget's characters
+# (format_budget: digits, '.', 'e', '+', '-') hold no 'a', so the optional attempt suffix is
+# unambiguous. Without it: the layout before F8, still read.
+STUDY_FOLDER = re.compile(r"study-(\d+)")
+TRIAL_FOLDER = re.compile(r"trial-(\d+)")
+BUDGET_FOLDER = re.compile(r"budget-[0-9.e+-]+(?:-a(\d+))?")
+_LAYOUT = (STUDY_FOLDER, TRIAL_FOLDER, BUDGET_FOLDER)
+# A scratch folder in STAGING_DIR (open_for_write): "<study>-<trial>-<budget folder>-" + mkdtemp's suffix.
+SCRATCH_FOLDER = re.compile(r"study-(\d+)-trial-(\d+)-budget-[0-9.e+-]+?(?:-a(\d+))?-[^-]+")
 
 
 class CheckpointStore(Protocol):

@@ -242,10 +242,10 @@ class WorkerLoop:
         # replace the checkpoint that the new holder committed and the server recorded.
         out_dir = self.store.open_for_write(study_id, trial_id, lease["budget_to"], attempt=attempt)
         request = TrainRequest(
-            trial_id=lease["trial_id"], params=lease["params"], config=config,
+            trial_id=trial_id, params=lease["params"], config=config,
             budget_from=lease["budget_from"], budget_to=lease["budget_to"],
             checkpoint_in=checkpoint_in, checkpoint_out=out_dir,
-            seed=lease["seed"], extra={"attempt": lease["attempt"]},
+            seed=lease["seed"], extra={"attempt": attempt},
         )
         try:
             result = trainer.train(request, reporter)

@@ -171,6 +171,8 @@ class Run:
 
 
 MAX_KILLS_PER_TRIAL = 2
+# The line a worker logs when it starts a slice (WorkerLoop.run_one): which trial and attempt it holds.
+_STARTED = re.compile(r"trial (\d+) \(study \d+\) attempt (\d+):")
 
 
 def worker_sigkill(run: Run, rng: random.Random) -> tuple[str, list[Fault], dict[str, Any]]:
@@ -346,7 +348,7 @@ def two_api_servers(run: Run, rng: random.Random) -> tuple[str, list[Fault], dic
         fault.down_s = _kill_and_restart_server(run, port)
         faults.append(fault)
     run.wait_done()
-    segments = {url: sum(len(re.findall(r"trial \d+ \(study \d+\) attempt", p.log_text())) for p in procs)
+    segments = {url: sum(len(_STARTED.findall(p.log_text())) for p in procs)
                 for url, procs in groups.items()}
     return "two API servers on one database, workers split; one killed and restarted at a time", faults, {
         "segments_per_server": segments}
@@ -357,7 +359,6 @@ def two_api_servers(run: Run, rng: random.Random) -> tuple[str, list[Fault], dic
 # client retries 8 times, so even a granted lease is lost past its retries about once in 10**7.
 LOSSY_CUTS = {"lease grant": 0.15, "leases": 0.05, "complete": 0.15, "fail": 0.15, "reports": 0.03,
               "heartbeat": 0.05}
-_STARTED = re.compile(r"trial (\d+) \(study \d+\) attempt (\d+):")
 
 
 def lossy_network(run: Run, rng: random.Random) -> tuple[str, list[Fault], dict[str, Any]]:
